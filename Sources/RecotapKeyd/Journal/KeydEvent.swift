@@ -1,0 +1,83 @@
+import Logging
+
+/// The events operators alert on (DESIGN.md §7). Their `MESSAGE_ID`s are a public
+/// contract — the catalog, alert rules and `journalctl MESSAGE_ID=…` depend on them —
+/// and live here and nowhere else in the code.
+public enum KeydEvent: String, Sendable, CaseIterable {
+    case keyInvalidated = "KEY_INVALIDATED"
+    case keyStillInvalid = "KEY_STILL_INVALID"
+    case keyActivated = "KEY_ACTIVATED"
+    case spoolRejected = "SPOOL_REJECTED"
+    case checkDegraded = "CHECK_DEGRADED"
+    case checkRecovered = "CHECK_RECOVERED"
+    case accessDenied = "ACCESS_DENIED"
+    case apiRequestError = "API_REQUEST_ERROR"
+    case daemonLifecycle = "DAEMON_LIFECYCLE"
+    case consumerReported401 = "CONSUMER_REPORTED_401"
+
+    /// 128-bit id, 32 lowercase hex digits, as `journalctl MESSAGE_ID=` expects.
+    public var messageID: String {
+        switch self {
+        case .keyInvalidated: "bec7b85894d2454a8dfb1665a0d5640d"
+        case .keyStillInvalid: "1fa84792f9364284beb41cc5e1eacd24"
+        case .keyActivated: "4ba022e1ab334b3e8adcfa8258b382f0"
+        case .spoolRejected: "07665c7345674552b307b6372f9f546c"
+        case .checkDegraded: "41cb214d141f4b94a5b7f56231d65d65"
+        case .checkRecovered: "47dc4cf233654a19bc71d7423f6c2b67"
+        case .accessDenied: "a2b8d43586914041bf1b787d982558f1"
+        case .apiRequestError: "4f28a134e7c642d4ad23d269c2490624"
+        case .daemonLifecycle: "0d21e88f13f24d42b240b8f47bf2c4c8"
+        case .consumerReported401: "d14aa51bbef64129938a45c06c60d886"
+        }
+    }
+
+    /// The syslog priority of DESIGN.md §7, as the swift-log level that maps to it.
+    public var level: Logger.Level {
+        switch self {
+        case .keyInvalidated: .critical  // 2
+        case .keyStillInvalid, .spoolRejected, .apiRequestError: .error  // 3
+        case .checkDegraded, .accessDenied, .consumerReported401: .warning  // 4
+        case .keyActivated, .checkRecovered: .notice  // 5
+        case .daemonLifecycle: .info  // 6
+        }
+    }
+}
+
+/// Metadata keys with a meaning in the journal: each becomes the field
+/// `RECOTAP_<KEY>` (dots and other punctuation as `_`, upper case).
+public enum LogKey {
+    public static let event = "event"
+    public static let messageID = "message_id"
+    public static let keyFingerprint = "key.fingerprint"
+    public static let keyVersion = "key.version"
+    public static let checkOutcome = "check.outcome"
+    public static let httpStatus = "http.status"
+    public static let reason = "reason"
+    public static let latencyMilliseconds = "latency_ms"
+    public static let spoolFile = "spool.file"
+    public static let peerUID = "peer.uid"
+    public static let peerPID = "peer.pid"
+    public static let peerUnit = "peer.unit"
+    public static let error = "error"
+}
+
+extension Logger {
+    /// Logs one of the events of DESIGN.md §7 at its priority, with its MESSAGE_ID.
+    public func event(
+        _ event: KeydEvent,
+        _ message: @autoclosure () -> Logger.Message,
+        metadata: @autoclosure () -> Logger.Metadata = [:],
+        file: String = #fileID,
+        function: String = #function,
+        line: UInt = #line
+    ) {
+        log(
+            level: event.level,
+            message(),
+            metadata: metadata().merging(
+                [LogKey.event: .string(event.rawValue), LogKey.messageID: .string(event.messageID)]
+            ) { _, new in new },
+            file: file, function: function, line: line
+        )
+    }
+}

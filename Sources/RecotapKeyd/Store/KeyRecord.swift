@@ -1,0 +1,65 @@
+import Foundation
+
+/// One key as the store knows it. `key` is `nil` once its secret has been erased, and
+/// in every list meant for display (``KeyStore/history(limit:)``).
+public struct KeyRecord: Sendable, Equatable {
+    /// Also the key's version as served on the sockets: it only ever grows.
+    public var id: Int64
+    public var fingerprint: String
+    public var key: APIKey?
+    /// Where the key came from, e.g. the spool file name.
+    public var source: String
+    public var status: KeyStatus
+    public var state: KeyState
+    public var addedAt: Date
+    public var activatedAt: Date?
+    public var retiredAt: Date?
+    public var retireReason: String?
+    public var lastVerifiedAt: Date?
+    public var invalidSince: Date?
+    public var secretErasedAt: Date?
+}
+
+/// One check of one key, as recorded.
+public struct CheckRecord: Sendable, Equatable {
+    public var keyID: Int64
+    public var at: Date
+    public var outcome: CheckOutcome
+    public var httpStatus: Int?
+    public var latencyMilliseconds: Int?
+    public var reason: String?
+
+    public init(keyID: Int64, at: Date, outcome: CheckOutcome, httpStatus: Int?, latencyMilliseconds: Int?, reason: String?) {
+        self.keyID = keyID
+        self.at = at
+        self.outcome = outcome
+        self.httpStatus = httpStatus
+        self.latencyMilliseconds = latencyMilliseconds
+        self.reason = reason
+    }
+}
+
+/// The result of one activation: the key now active and the one it replaced.
+public struct Activation: Sendable, Equatable {
+    public var activated: KeyRecord
+    public var retired: KeyRecord?
+}
+
+/// How much history the store keeps (DESIGN.md §4).
+public struct RetentionPolicy: Sendable, Equatable {
+    /// Checks older than this are deleted.
+    public var checkMaxAge: TimeInterval
+    /// At most this many checks are kept in all.
+    public var checkMaxCount: Int
+    /// A retired key's secret is erased this long after retirement even if the API
+    /// never confirmed it invalid.
+    public var retiredSecretMaxAge: TimeInterval
+
+    public static let standard = RetentionPolicy(
+        checkMaxAge: 30 * 86_400, checkMaxCount: 10_000, retiredSecretMaxAge: 7 * 86_400)
+}
+
+public struct RetentionReport: Sendable, Equatable {
+    public var checksDeleted: Int
+    public var secretsErased: Int
+}

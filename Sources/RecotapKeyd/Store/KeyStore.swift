@@ -1,0 +1,413 @@
+import CSQLite
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The daemon's SQLite store of keys and checks (DESIGN.md §4).
+///
+/// The file is created 0600 in a 0700 directory; WAL; `synchronous=FULL` for every
+/// transaction that changes which key is active, so a key switch survives power loss
+/// before the spool file is removed; `secure_delete` so an erased secret does not linger
+/// in free pages. Opening runs `quick_check` and refuses a database written by a
+/// newer version of the daemon instead of guessing at its schema.
+public actor KeyStore {
+    /// The schema version this build writes. Each entry of ``migrations`` moves
+    /// `PRAGMA user_version` up by one.
+    public static let schemaVersion = Int64(migrations.count)
+
+    static let migrations: [String] = [
+        """
+        CREATE TABLE keys (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            fingerprint TEXT NOT NULL,
+            secret TEXT,
+            source TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('candidate', 'active', 'retired', 'rejected')),
+            state TEXT NOT NULL CHECK (state IN ('unverified', 'valid', 'invalid')),
+            added_at REAL NOT NULL,
+            activated_at REAL,
+            retired_at REAL,
+            retire_reason TEXT,
+            last_verified_at REAL,
+            invalid_since REAL,
+            secret_erased_at REAL
+        );
+        CREATE UNIQUE INDEX keys_one_active ON keys (status) WHERE status = 'active';
+        CREATE INDEX keys_fingerprint ON keys (fingerprint);
+        CREATE TABLE checks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            key_id INTEGER NOT NULL REFERENCES keys (id),
+            at REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            http_status INTEGER,
+            latency_ms INTEGER,
+            reason TEXT
+        );
+        CREATE INDEX checks_key_at ON checks (key_id, at);
+        """
+    ]
+
+    private let connection: SQLiteConnection
+    public nonisolated let path: String
+
+    /// Opens (creating if needed) the store at `path`.
+    public init(path: String) throws(StoreError) {
+        self.path = path
+        try Self.prepareLocation(path)
+        let connection = try SQLiteConnection(path: path)
+        do throws(StoreError) {
+            try Self.verifyIntegrity(connection)
+            let version = try Self.userVersion(connection)
+            if version > Self.schemaVersion {
+                throw StoreError(
+                    .newerSchema, path: path,
+                    message: "schema version \(version) was written by a newer recotap-keyd (this one knows up to \(Self.schemaVersion)); refusing to open it — upgrade recotap-keyd or restore a matching backup"
+                )
+            }
+            try connection.query("PRAGMA journal_mode = WAL")
+            try connection.execute("PRAGMA synchronous = NORMAL; PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON;")
+            try Self.migrate(connection, from: version)
+        } catch {
+            connection.close()
+            throw error
+        }
+        self.connection = connection
+    }
+
+    /// Closes the connection; later calls fail with ``StoreError/Code/closed``.
+    public func close() { connection.close() }
+
+    // MARK: - Opening
+
+    private static func prepareLocation(_ path: String) throws(StoreError) {
+        let directory = (path as NSString).deletingLastPathComponent
+        let fm = FileManager.default
+        var isDirectory: ObjCBool = false
+        if !fm.fileExists(atPath: directory, isDirectory: &isDirectory) {
+            do {
+                try fm.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw StoreError(.cannotOpen, path: path, message: "cannot create directory \(directory): \(error.localizedDescription)")
+            }
+        }
+        var info = stat()
+        guard lstat(directory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
+            throw StoreError(.unsafeLocation, path: path, message: "\(directory) is not a directory")
+        }
+        if info.st_mode & 0o077 != 0 {
+            // Created by someone else with a loose mode (StateDirectory= defaults to
+            // 0755): tighten it if it is ours, refuse if it is not.
+            guard info.st_uid == geteuid(), chmod(directory, 0o700) == 0 else {
+                throw StoreError(
+                    .unsafeLocation, path: path,
+                    message: "directory \(directory) is accessible to other users (mode \(String(info.st_mode & 0o777, radix: 8))) and cannot be tightened; make it 0700 and owned by the daemon's user"
+                )
+            }
+        }
+        if lstat(path, &info) == 0 {
+            guard info.st_mode & S_IFMT == S_IFREG else {
+                throw StoreError(.unsafeLocation, path: path, message: "\(path) exists and is not a regular file")
+            }
+            if info.st_mode & 0o077 != 0 {
+                guard info.st_uid == geteuid(), chmod(path, 0o600) == 0 else {
+                    throw StoreError(.unsafeLocation, path: path, message: "\(path) is readable by other users and cannot be made 0600")
+                }
+            }
+        } else {
+            let fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            guard fd >= 0 else {
+                throw StoreError(.cannotOpen, path: path, message: "cannot create \(path): \(String(cString: strerror(errno)))")
+            }
+            Glibc.close(fd)
+        }
+    }
+
+    private static func verifyIntegrity(_ connection: SQLiteConnection) throws(StoreError) {
+        let rows = try connection.query("PRAGMA quick_check")
+        let results = rows.compactMap { $0.values.values.first }.compactMap { value -> String? in
+            if case .text(let text) = value { return text }
+            return nil
+        }
+        guard results == ["ok"] else {
+            throw StoreError(
+                .corrupt, path: connection.path,
+                message: "integrity check failed: \(results.prefix(3).joined(separator: "; ")); stop the daemon, move the file aside and restore a backup (the daemon will start empty without it)"
+            )
+        }
+    }
+
+    private static func userVersion(_ connection: SQLiteConnection) throws(StoreError) -> Int64 {
+        try connection.query("PRAGMA user_version").first?.values.values.first.flatMap {
+            if case .integer(let number) = $0 { return number }
+            return nil
+        } ?? 0
+    }
+
+    private static func migrate(_ connection: SQLiteConnection, from version: Int64) throws(StoreError) {
+        guard version < schemaVersion else { return }
+        try connection.execute("PRAGMA synchronous = FULL")
+        defer { try? connection.execute("PRAGMA synchronous = NORMAL") }
+        for step in Int(version)..<migrations.count {
+            try connection.execute("BEGIN IMMEDIATE")
+            do throws(StoreError) {
+                try connection.execute(migrations[step])
+                try connection.execute("PRAGMA user_version = \(step + 1)")
+                try connection.execute("COMMIT")
+            } catch {
+                try? connection.execute("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    // MARK: - Transactions
+
+    /// Runs `body` in one transaction; `durable` makes the commit wait for the disk
+    /// (`synchronous=FULL`) — used for every change of the active key.
+    @discardableResult
+    private func transaction<T>(durable: Bool, _ body: () throws(StoreError) -> T) throws(StoreError) -> T {
+        if durable { try connection.execute("PRAGMA synchronous = FULL") }
+        defer { if durable { try? connection.execute("PRAGMA synchronous = NORMAL") } }
+        try connection.execute("BEGIN IMMEDIATE")
+        do throws(StoreError) {
+            let result = try body()
+            try connection.execute("COMMIT")
+            return result
+        } catch {
+            try? connection.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    // MARK: - Reading
+
+    private static let columns =
+        "id, fingerprint, secret, source, status, state, added_at, activated_at, retired_at, retire_reason, last_verified_at, invalid_since, secret_erased_at"
+
+    private func record(from row: SQLiteRow, includeSecret: Bool) -> KeyRecord {
+        KeyRecord(
+            id: row.int("id") ?? 0,
+            fingerprint: row.text("fingerprint") ?? "",
+            key: includeSecret ? row.text("secret").map { APIKey(secret: $0) } : nil,
+            source: row.text("source") ?? "",
+            status: row.text("status").flatMap(KeyStatus.init(rawValue:)) ?? .retired,
+            state: row.text("state").flatMap(KeyState.init(rawValue:)) ?? .unverified,
+            addedAt: row.date("added_at") ?? Date(timeIntervalSince1970: 0),
+            activatedAt: row.date("activated_at"),
+            retiredAt: row.date("retired_at"),
+            retireReason: row.text("retire_reason"),
+            lastVerifiedAt: row.date("last_verified_at"),
+            invalidSince: row.date("invalid_since"),
+            secretErasedAt: row.date("secret_erased_at")
+        )
+    }
+
+    /// The active key, with its secret.
+    public func activeKey() throws(StoreError) -> KeyRecord? {
+        try connection.query("SELECT \(Self.columns) FROM keys WHERE status = 'active'")
+            .first.map { record(from: $0, includeSecret: true) }
+    }
+
+    /// One key by id, with its secret (if not erased).
+    public func key(id: Int64) throws(StoreError) -> KeyRecord? {
+        try connection.query("SELECT \(Self.columns) FROM keys WHERE id = ?", [.integer(id)])
+            .first.map { record(from: $0, includeSecret: true) }
+    }
+
+    /// The newest key record with this fingerprint, without its secret.
+    public func key(fingerprint: String) throws(StoreError) -> KeyRecord? {
+        try connection.query(
+            "SELECT \(Self.columns) FROM keys WHERE fingerprint = ? ORDER BY id DESC LIMIT 1", [.text(fingerprint)]
+        ).first.map { record(from: $0, includeSecret: false) }
+    }
+
+    /// Every key record, newest first, without secrets.
+    public func history(limit: Int = 100) throws(StoreError) -> [KeyRecord] {
+        try connection.query("SELECT \(Self.columns) FROM keys ORDER BY id DESC LIMIT ?", [.integer(Int64(limit))])
+            .map { record(from: $0, includeSecret: false) }
+    }
+
+    /// The checks of one key, newest first.
+    public func checks(keyID: Int64, limit: Int = 100) throws(StoreError) -> [CheckRecord] {
+        try connection.query(
+            "SELECT key_id, at, outcome, http_status, latency_ms, reason FROM checks WHERE key_id = ? ORDER BY at DESC, id DESC LIMIT ?",
+            [.integer(keyID), .integer(Int64(limit))]
+        ).map { row in
+            CheckRecord(
+                keyID: row.int("key_id") ?? keyID,
+                at: row.date("at") ?? Date(timeIntervalSince1970: 0),
+                outcome: row.text("outcome").flatMap(CheckOutcome.init(rawValue:)) ?? .unreachable,
+                httpStatus: row.int("http_status").map(Int.init),
+                latencyMilliseconds: row.int("latency_ms").map(Int.init),
+                reason: row.text("reason")
+            )
+        }
+    }
+
+    /// A cheap round trip, for the watchdog: proves the store still answers.
+    public func ping() throws(StoreError) {
+        try connection.query("SELECT 1")
+    }
+
+    // MARK: - Changing
+
+    /// Records a key that arrived but is not yet active.
+    public func addCandidate(_ key: APIKey, source: String, at: Date) throws(StoreError) -> KeyRecord {
+        try transaction(durable: true) { () throws(StoreError) -> KeyRecord in
+            try insertCandidate(key, source: source, at: at)
+        }
+    }
+
+    private func insertCandidate(_ key: APIKey, source: String, at: Date) throws(StoreError) -> KeyRecord {
+        try connection.query(
+            "INSERT INTO keys (fingerprint, secret, source, status, state, added_at) VALUES (?, ?, ?, 'candidate', 'unverified', ?)",
+            [.text(key.fingerprint), .text(key.revealSecret()), .text(source), SQLiteValue(at)]
+        )
+        let id = connection.lastInsertRowID
+        guard let inserted = try self.key(id: id) else {
+            throw StoreError(.notFound, path: path, message: "key \(id) vanished after insert")
+        }
+        return inserted
+    }
+
+    /// Makes a candidate the active key and retires the previous one, in one durable
+    /// transaction: after a crash either the old or the new key is active, never both
+    /// and never neither. `state` is what is known of the new key (`valid` when it was
+    /// verified before activation, `unverified` when the API could not be reached).
+    public func activate(
+        candidate id: Int64, state: KeyState, at: Date, retireReason: String = "replaced"
+    ) throws(StoreError) -> Activation {
+        try transaction(durable: true) { () throws(StoreError) -> Activation in
+            try promote(candidate: id, state: state, at: at, retireReason: retireReason)
+        }
+    }
+
+    private func promote(candidate id: Int64, state: KeyState, at: Date, retireReason: String) throws(StoreError) -> Activation {
+        guard let candidate = try key(id: id) else {
+            throw StoreError(.notFound, path: path, message: "no key with id \(id)")
+        }
+        guard candidate.status == .candidate else {
+            throw StoreError(.invalidTransition, path: path, message: "key \(id) is \(candidate.status.rawValue), not a candidate")
+        }
+        var retired: KeyRecord?
+        if let previous = try activeKey() {
+            try connection.query(
+                "UPDATE keys SET status = 'retired', retired_at = ?, retire_reason = ? WHERE id = ?",
+                [SQLiteValue(at), .text(retireReason), .integer(previous.id)])
+            retired = try key(id: previous.id).map { stripped($0) }
+        }
+        try connection.query(
+            "UPDATE keys SET status = 'active', state = ?, activated_at = ?, last_verified_at = ? WHERE id = ?",
+            [.text(state.rawValue), SQLiteValue(at), state == .valid ? SQLiteValue(at) : .null, .integer(id)])
+        guard let activated = try key(id: id) else {
+            throw StoreError(.notFound, path: path, message: "key \(id) vanished during activation")
+        }
+        return Activation(activated: activated, retired: retired)
+    }
+
+    /// Adds and activates a key in one durable transaction.
+    public func addAndActivate(
+        _ key: APIKey, source: String, state: KeyState, at: Date, retireReason: String = "replaced"
+    ) throws(StoreError) -> Activation {
+        try transaction(durable: true) { () throws(StoreError) -> Activation in
+            let candidate = try insertCandidate(key, source: source, at: at)
+            return try promote(candidate: candidate.id, state: state, at: at, retireReason: retireReason)
+        }
+    }
+
+    /// Marks a candidate as rejected and erases its secret at once: a refused key is
+    /// never served and need not be kept.
+    public func reject(candidate id: Int64, at: Date, reason: String) throws(StoreError) {
+        try transaction(durable: false) { () throws(StoreError) in
+            try connection.query(
+                "UPDATE keys SET status = 'rejected', retired_at = ?, retire_reason = ?, secret = NULL, secret_erased_at = ? WHERE id = ? AND status = 'candidate'",
+                [SQLiteValue(at), .text(reason), SQLiteValue(at), .integer(id)])
+            guard connection.changes == 1 else {
+                throw StoreError(.invalidTransition, path: path, message: "key \(id) is not a candidate")
+            }
+        }
+    }
+
+    /// Records a check and applies its effect on the key's state (DESIGN.md §2):
+    /// `valid` sets `last_verified_at` (and brings an `unverified` key to `valid`);
+    /// `invalid` — already confirmed by the caller — sets `invalid_since`, and stays;
+    /// every other outcome leaves the state alone.
+    @discardableResult
+    public func record(check: CheckRecord) throws(StoreError) -> KeyRecord {
+        try transaction(durable: check.outcome == .invalid) { () throws(StoreError) -> KeyRecord in
+            try connection.query(
+                "INSERT INTO checks (key_id, at, outcome, http_status, latency_ms, reason) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    .integer(check.keyID), SQLiteValue(check.at), .text(check.outcome.rawValue),
+                    check.httpStatus.map { .integer(Int64($0)) } ?? .null,
+                    check.latencyMilliseconds.map { .integer(Int64($0)) } ?? .null,
+                    SQLiteValue(check.reason),
+                ])
+            switch check.outcome {
+            case .valid:
+                // A key confirmed invalid never comes back (a regenerated key is dead for
+                // good); a 2xx for it afterwards is recorded but does not revive it.
+                try connection.query(
+                    "UPDATE keys SET state = 'valid', last_verified_at = ? WHERE id = ? AND state != 'invalid'",
+                    [SQLiteValue(check.at), .integer(check.keyID)])
+            case .invalid:
+                try connection.query(
+                    "UPDATE keys SET state = 'invalid', invalid_since = COALESCE(invalid_since, ?) WHERE id = ?",
+                    [SQLiteValue(check.at), .integer(check.keyID)])
+            case .rejectedRequest, .rateLimited, .unreachable:
+                break
+            }
+            guard let updated = try key(id: check.keyID) else {
+                throw StoreError(.notFound, path: path, message: "no key with id \(check.keyID)")
+            }
+            return stripped(updated)
+        }
+    }
+
+    /// Erases one key's secret now. The active key's secret is never erased.
+    public func eraseSecret(id: Int64, at: Date) throws(StoreError) {
+        try transaction(durable: true) { () throws(StoreError) in
+            try connection.query(
+                "UPDATE keys SET secret = NULL, secret_erased_at = ? WHERE id = ? AND status != 'active' AND secret IS NOT NULL",
+                [SQLiteValue(at), .integer(id)])
+        }
+        try truncateWAL()
+    }
+
+    /// Deletes old checks and erases the secrets of dead keys: retired keys the API
+    /// confirmed invalid, and every retired key older than the policy allows.
+    @discardableResult
+    public func applyRetention(now: Date, policy: RetentionPolicy = .standard) throws(StoreError) -> RetentionReport {
+        let report = try transaction(durable: true) { () throws(StoreError) -> RetentionReport in
+            try connection.query("DELETE FROM checks WHERE at < ?", [.real(now.timeIntervalSince1970 - policy.checkMaxAge)])
+            var deleted = connection.changes
+            try connection.query(
+                "DELETE FROM checks WHERE id NOT IN (SELECT id FROM checks ORDER BY at DESC, id DESC LIMIT ?)",
+                [.integer(Int64(policy.checkMaxCount))])
+            deleted += connection.changes
+            try connection.query(
+                """
+                UPDATE keys SET secret = NULL, secret_erased_at = ?
+                WHERE secret IS NOT NULL AND status IN ('retired', 'rejected')
+                  AND (state = 'invalid' OR status = 'rejected' OR retired_at <= ?)
+                """,
+                [SQLiteValue(now), .real(now.timeIntervalSince1970 - policy.retiredSecretMaxAge)])
+            return RetentionReport(checksDeleted: deleted, secretsErased: connection.changes)
+        }
+        if report.secretsErased > 0 { try truncateWAL() }
+        return report
+    }
+
+    /// With `secure_delete` the main file no longer holds an erased secret, but the
+    /// WAL still has the old page until it is checkpointed and truncated.
+    private func truncateWAL() throws(StoreError) {
+        try connection.query("PRAGMA wal_checkpoint(TRUNCATE)")
+    }
+
+    private func stripped(_ record: KeyRecord) -> KeyRecord {
+        var copy = record
+        copy.key = nil
+        return copy
+    }
+}

@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import Logging
+import RecotapKeyd
+
+@main
+struct RecotapKeydCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "recotap-keyd",
+        abstract: "Keeps a Recotap External API key usable for the programs on this host.",
+        discussion: """
+            Every configuration key can also be set with RECOTAP_KEYD_<SECTION>_<KEY> in the
+            environment or with a flag named after it; flags win over the environment, which
+            wins over the file:
+            \(ConfigurationKey.all.map { "  \($0.flag) VALUE" }.joined(separator: "\n"))
+            """,
+        version: KeydVersion.current
+    )
+
+    @Option(name: .long, help: "The configuration file (default \(KeydConfiguration.defaultPath)).")
+    var config: String?
+
+    @Flag(name: .long, help: "Validate the configuration, print the result and exit.")
+    var checkConfig = false
+
+    @Argument(parsing: .allUnrecognized, help: .hidden)
+    var overrides: [String] = []
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let configuration: KeydConfiguration
+        do {
+            let loader = ConfigurationLoader(
+                filePath: config ?? KeydConfiguration.defaultPath,
+                fileRequired: config != nil,
+                environment: environment,
+                flags: try ConfigurationLoader.parseFlags(overrides)
+            )
+            configuration = try await loader.load()
+        } catch {
+            printError("recotap-keyd: \(error)")
+            throw ExitCode(78)  // EX_CONFIG: systemd need not retry a broken configuration
+        }
+        if checkConfig {
+            print("recotap-keyd: configuration \(config ?? KeydConfiguration.defaultPath) is valid")
+            return
+        }
+
+        let logger = LoggingSetup.makeLogger(
+            target: configuration.log.target, level: configuration.log.level, environment: environment)
+        let daemon: KeydDaemon
+        do {
+            daemon = try KeydDaemon.build(configuration: configuration, logger: logger)
+        } catch {
+            logger.critical("cannot start: \(error)")
+            printError("recotap-keyd: cannot start: \(error)")
+            throw ExitCode.failure
+        }
+        try await daemon.run()
+    }
+
+    private func printError(_ message: String) {
+        FileHandle.standardError.write(Data((message + "\n").utf8))
+    }
+}
