@@ -75,6 +75,7 @@ let package = Package(
             dependencies: [
                 "RecotapKeyd",
                 "RecotapAPIMock",
+                "CSQLite",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -307,6 +307,7 @@ public actor KeyStore {
     }
 
     /// Adds and activates a key in one durable transaction.
+    @discardableResult
     public func addAndActivate(
         _ key: APIKey, source: String, state: KeyState, at: Date, retireReason: String = "replaced"
     ) throws(StoreError) -> Activation {
