@@ -53,7 +53,12 @@ struct RecotapKeydCommand: AsyncParsableCommand {
             daemon = try KeydDaemon.build(configuration: configuration, logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
-            printError("recotap-keyd: cannot start: \(error)")
+            // Journal entries are invisible to someone who ran the daemon by hand.
+            if LoggingSetup.resolve(configuration.log.target, environment: environment) == .journal,
+                !LoggingSetup.stderrIsJournal(environment: environment)
+            {
+                printError("recotap-keyd: cannot start: \(error)")
+            }
             throw ExitCode.failure
         }
         try await daemon.run()

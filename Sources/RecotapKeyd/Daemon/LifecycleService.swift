@@ -6,25 +6,25 @@ import ServiceLifecycle
 /// store is open (and, as they arrive, once every other service is up), the key's
 /// status, and stopping on graceful shutdown.
 struct LifecycleService: Service, CustomStringConvertible {
-    // swift-service-lifecycle logs services by their description; the default one
-    // would dump every stored property.
-    var description: String { "LifecycleService" }
-
     let configuration: KeydConfiguration
     let store: KeyStore
     let notifier: SystemdNotifier
     let logger: Logger
 
+    // swift-service-lifecycle logs services by their description; the default one
+    // would dump every stored property.
+    var description: String { "LifecycleService" }
+
     func run() async throws {
         let active = try await store.activeKey()
         let status = KeyStatusText.describe(
             active: active, spoolDirectory: configuration.spool.directory, now: Date())
-        logger.event(
-            .daemonLifecycle, "recotap-keyd \(KeydVersion.current) started: \(status)",
-            metadata: [
-                "store.path": .string(configuration.store.path),
-                LogKey.keyFingerprint: active.map { .string($0.fingerprint) } ?? .string(""),
-            ].filter { if case .string(let value) = $0.value { !value.isEmpty } else { true } })
+        var metadata: Logger.Metadata = ["store.path": .string(configuration.store.path)]
+        if let active {
+            metadata[LogKey.keyFingerprint] = .string(active.fingerprint)
+            metadata[LogKey.keyVersion] = .stringConvertible(active.id)
+        }
+        logger.event(.daemonLifecycle, "recotap-keyd \(KeydVersion.current) started: \(status)", metadata: metadata)
         if active == nil {
             logger.warning(
                 "no API key yet: put one into the spool directory",

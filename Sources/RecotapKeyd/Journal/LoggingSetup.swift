@@ -18,7 +18,7 @@ public enum LoggingSetup {
         }
     }
 
-    static func stderrIsJournal(environment: [String: String]) -> Bool {
+    public static func stderrIsJournal(environment: [String: String]) -> Bool {
         guard let value = environment["JOURNAL_STREAM"] else { return false }
         let parts = value.split(separator: ":")
         guard parts.count == 2, let device = UInt64(parts[0]), let inode = UInt64(parts[1]) else { return false }

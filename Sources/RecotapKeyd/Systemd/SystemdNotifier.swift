@@ -1,15 +1,29 @@
 import CSystemd
 
-/// Speaks the `sd_notify` protocol. Every call is a no-op when `NOTIFY_SOCKET` is
-/// unset (the daemon was not started by systemd), which `sd_notify` reports as 0.
+/// Speaks the `sd_notify` protocol to the service manager.
+///
+/// The production transport is libsystemd's `sd_notify`, a no-op returning 0 when
+/// `NOTIFY_SOCKET` is unset (the daemon was not started by systemd). Tests that run
+/// the daemon in-process pass their own transport instead of touching the process
+/// environment.
 public struct SystemdNotifier: Sendable {
-    public init() {}
+    private let transport: @Sendable (String) -> Bool
+
+    /// Notifies the manager named by `NOTIFY_SOCKET`, if any.
+    public init() {
+        transport = { sd_notify(0, $0) > 0 }
+    }
+
+    /// Hands every message to `transport` (which answers whether it was delivered).
+    public init(transport: @escaping @Sendable (String) -> Bool) {
+        self.transport = transport
+    }
 
     /// Sends newline-separated assignments such as `READY=1\nSTATUS=…`.
-    /// Returns whether a message was sent to a listening manager.
+    /// Returns whether a message was delivered to a listening manager.
     @discardableResult
     public func notify(_ assignments: String) -> Bool {
-        sd_notify(0, assignments) > 0
+        transport(assignments)
     }
 
     @discardableResult
@@ -29,12 +43,6 @@ public struct SystemdNotifier: Sendable {
 
     /// A newline would start a new assignment.
     static func oneLine(_ text: String) -> String {
-        text.replacingOccurrences(of: "\n", with: " ")
-    }
-}
-
-extension String {
-    fileprivate func replacingOccurrences(of target: String, with replacement: String) -> String {
-        split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
+        String(text.map { $0.isNewline ? " " : $0 })
     }
 }
