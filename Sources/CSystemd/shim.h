@@ -15,4 +15,9 @@ struct recotap_ucred {
     gid_t gid;
 };
 
+/* prctl is variadic, and Swift does not import variadic C functions. */
+static inline int recotap_set_dumpable(int dumpable) {
+    return prctl(PR_SET_DUMPABLE, (unsigned long)dumpable, 0UL, 0UL, 0UL);
+}
+
 #endif

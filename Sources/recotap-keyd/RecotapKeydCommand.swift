@@ -42,11 +42,17 @@ struct RecotapKeydCommand: AsyncParsableCommand {
             throw ExitCode(78)  // EX_CONFIG: systemd need not retry a broken configuration
         }
         if checkConfig {
-            print("recotap-keyd: configuration \(config ?? KeydConfiguration.defaultPath) is valid")
+            let path = config ?? KeydConfiguration.defaultPath
+            if config == nil, !FileManager.default.fileExists(atPath: path) {
+                print("recotap-keyd: configuration is valid (\(path) not found: defaults and overrides in force)")
+            } else {
+                print("recotap-keyd: configuration \(path) is valid")
+            }
             return
         }
 
-        let logger = LoggingSetup.makeLogger(
+        ProcessHardening.disableCoreDumps()
+        let logger = LoggingSetup.bootstrap(
             target: configuration.log.target, level: configuration.log.level, environment: environment)
         let daemon: KeydDaemon
         do {

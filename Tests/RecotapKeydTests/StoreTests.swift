@@ -62,6 +62,24 @@ struct StoreTests {
         #expect(fileMode(path) == 0o600)
     }
 
+    @Test("the directory may be a symlink; the database file may not")
+    func symlinks() async throws {
+        let dir = try TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir.file("private/state"), withIntermediateDirectories: true)
+        chmod(dir.file("private/state"), 0o700)
+        try FileManager.default.createSymbolicLink(atPath: dir.file("state"), withDestinationPath: dir.file("private/state"))
+        try await KeyStore(path: dir.file("state/keyd.sqlite3")).close()
+        #expect(fileMode(dir.file("private/state/keyd.sqlite3")) == 0o600)
+
+        try FileManager.default.createSymbolicLink(atPath: dir.file("link.sqlite3"), withDestinationPath: dir.file("private/state/keyd.sqlite3"))
+        do throws(StoreError) {
+            _ = try KeyStore(path: dir.file("link.sqlite3"))
+            Issue.record("a symlinked database file must be refused")
+        } catch {
+            #expect(error.code == .unsafeLocation)
+        }
+    }
+
     @Test("activating a key retires the previous one in the same transaction")
     func activateRetires() async throws {
         let dir = try TemporaryDirectory()

@@ -27,16 +27,29 @@ public enum LoggingSetup {
         return UInt64(info.st_dev) == device && UInt64(info.st_ino) == inode
     }
 
+    /// Makes the chosen handler the process-wide default, so that loggers created
+    /// inside libraries end up in the same place, and returns the daemon's logger.
+    /// Call once, from the executable.
+    public static func bootstrap(
+        target: KeydConfiguration.LogTarget, level: Logger.Level, environment: [String: String]
+    ) -> Logger {
+        let resolved = resolve(target, environment: environment)
+        LoggingSystem.bootstrap { _ in handler(for: resolved, level: level) }
+        return Logger(label: identifier)
+    }
+
     /// A logger for the daemon on the chosen target.
     public static func makeLogger(
         target: KeydConfiguration.LogTarget, level: Logger.Level, environment: [String: String]
     ) -> Logger {
         let resolved = resolve(target, environment: environment)
-        return Logger(label: identifier) { _ in
-            switch resolved {
-            case .journal: JournalLogHandler(identifier: identifier, level: level)
-            case .console, .auto: ConsoleLogHandler(label: identifier, level: level)
-            }
+        return Logger(label: identifier) { _ in handler(for: resolved, level: level) }
+    }
+
+    private static func handler(for target: KeydConfiguration.LogTarget, level: Logger.Level) -> any LogHandler {
+        switch target {
+        case .journal: JournalLogHandler(identifier: identifier, level: level)
+        case .console, .auto: ConsoleLogHandler(label: identifier, level: level)
         }
     }
 }

@@ -54,8 +54,8 @@ public actor KeyStore {
     /// Opens (creating if needed) the store at `path`.
     public init(path: String) throws(StoreError) {
         self.path = path
-        try Self.prepareLocation(path)
-        let connection = try SQLiteConnection(path: path)
+        let resolved = try Self.prepareLocation(path)
+        let connection = try SQLiteConnection(path: resolved)
         do throws(StoreError) {
             try Self.verifyIntegrity(connection)
             let version = try Self.userVersion(connection)
@@ -80,7 +80,10 @@ public actor KeyStore {
 
     // MARK: - Opening
 
-    private static func prepareLocation(_ path: String) throws(StoreError) {
+    /// Creates or checks the directory and the file; returns the path with the
+    /// directory's symlinks resolved (SQLite is opened with `SQLITE_OPEN_NOFOLLOW`,
+    /// which refuses a symlink anywhere in the path).
+    private static func prepareLocation(_ path: String) throws(StoreError) -> String {
         let directory = (path as NSString).deletingLastPathComponent
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
@@ -92,7 +95,9 @@ public actor KeyStore {
             }
         }
         var info = stat()
-        guard lstat(directory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
+        // The directory may be a symlink (StateDirectory= with DynamicUser= makes one);
+        // what matters is the directory it leads to. The file itself is never followed.
+        guard stat(directory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
             throw StoreError(.unsafeLocation, path: path, message: "\(directory) is not a directory")
         }
         if info.st_mode & 0o077 != 0 {
@@ -121,6 +126,11 @@ public actor KeyStore {
             }
             Glibc.close(fd)
         }
+        guard let real = realpath(directory, nil) else {
+            throw StoreError(.cannotOpen, path: path, message: "cannot resolve \(directory): \(String(cString: strerror(errno)))")
+        }
+        defer { free(real) }
+        return String(cString: real) + "/" + (path as NSString).lastPathComponent
     }
 
     private static func verifyIntegrity(_ connection: SQLiteConnection) throws(StoreError) {
