@@ -29,17 +29,22 @@ struct DaemonTests {
         ).load()
     }
 
-    @Test("the builder's service group becomes ready, reports no key, and stops on graceful shutdown")
-    func readyAndGracefulShutdown() async throws {
-        let dir = try TemporaryDirectory()
-        let config = try await configuration(in: dir)
+    /// Builds the daemon with a capturing journal and notifier, and runs it.
+    private func start(_ config: KeydConfiguration) throws -> (KeydDaemon, Task<Void, any Error>, Capture, Notifications) {
         let capture = Capture()
         let logger = Logger(label: "test") { _ in
             JournalLogHandler(identifier: "recotap-keyd", level: .info, sink: capture.journal)
         }
         let notifications = Notifications()
         let daemon = try KeydDaemon.build(configuration: config, logger: logger, notifier: notifications.notifier)
-        let running = Task { try await daemon.run() }
+        return (daemon, Task { try await daemon.run() }, capture, notifications)
+    }
+
+    @Test("the builder's service group becomes ready, reports no key, and stops on graceful shutdown")
+    func readyAndGracefulShutdown() async throws {
+        let dir = try TemporaryDirectory()
+        let config = try await configuration(in: dir)
+        let (daemon, running, capture, notifications) = try start(config)
 
         #expect(await notifications.waitFor("READY=1"))
         #expect(notifications.all.first == "READY=1\nSTATUS=no key yet: drop one into \(dir.path)/spool")
@@ -65,11 +70,7 @@ struct DaemonTests {
         let activation = try await store.addAndActivate(key, source: "test", state: .unverified, at: Date())
         await store.close()
 
-        let capture = Capture()
-        let logger = Logger(label: "test") { _ in JournalLogHandler(identifier: "recotap-keyd", level: .info, sink: capture.journal) }
-        let notifications = Notifications()
-        let daemon = try KeydDaemon.build(configuration: config, logger: logger, notifier: notifications.notifier)
-        let running = Task { try await daemon.run() }
+        let (daemon, running, capture, notifications) = try start(config)
         #expect(await notifications.waitFor("READY=1"))
         #expect(notifications.all.first == "READY=1\nSTATUS=key \(key.fingerprint) not yet verified")
         await daemon.serviceGroup.triggerGracefulShutdown()

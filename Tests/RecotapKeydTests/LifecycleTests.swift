@@ -5,12 +5,18 @@ import Testing
 
 @Suite("Lifecycle (the real recotap-keyd binary)", .serialized)
 struct LifecycleTests {
+    /// The binary on a test configuration in `dir`, with a notify socket there.
+    private func start(in dir: TemporaryDirectory, arguments: [String] = []) throws -> (DaemonProcess, NotifySocket) {
+        let config = try writeTestConfiguration(in: dir)
+        let notify = try NotifySocket(path: dir.file("notify.sock"))
+        let daemon = try DaemonProcess(arguments: ["--config", config] + arguments, environment: ["NOTIFY_SOCKET": notify.path])
+        return (daemon, notify)
+    }
+
     @Test("starts, says READY=1 with a no-key STATUS, and exits 0 with STOPPING=1 on SIGTERM")
     func readyAndStop() throws {
         let dir = try TemporaryDirectory()
-        let config = try writeTestConfiguration(in: dir)
-        let notify = try NotifySocket(path: dir.file("notify.sock"))
-        let daemon = try DaemonProcess(arguments: ["--config", config], environment: ["NOTIFY_SOCKET": notify.path])
+        let (daemon, notify) = try start(in: dir)
 
         let untilReady = try #require(notify.waitFor("READY=1"), "no READY=1; output:\n\(daemon.output)")
         let readyMessage = try #require(untilReady.last)
@@ -30,9 +36,7 @@ struct LifecycleTests {
     @Test("SIGINT also shuts down gracefully")
     func sigint() throws {
         let dir = try TemporaryDirectory()
-        let config = try writeTestConfiguration(in: dir)
-        let notify = try NotifySocket(path: dir.file("notify.sock"))
-        let daemon = try DaemonProcess(arguments: ["--config", config], environment: ["NOTIFY_SOCKET": notify.path])
+        let (daemon, notify) = try start(in: dir)
         #expect(notify.waitFor("READY=1") != nil)
         daemon.signal(SIGINT)
         #expect(daemon.waitForExit() == 0)
@@ -41,14 +45,12 @@ struct LifecycleTests {
     @Test("with a key in the store, STATUS names its fingerprint and the output never its secret")
     func statusWithKey() async throws {
         let dir = try TemporaryDirectory()
-        let config = try writeTestConfiguration(in: dir)
         let secret = "rtk_lifecycle_secret_5f4e3d2c1b0a"
         let store = try KeyStore(path: dir.file("state/keyd.sqlite3"))
         try await store.addAndActivate(APIKey(secret: secret), source: "test", state: .valid, at: Date())
         await store.close()
 
-        let notify = try NotifySocket(path: dir.file("notify.sock"))
-        let daemon = try DaemonProcess(arguments: ["--config", config, "--log-level", "trace"], environment: ["NOTIFY_SOCKET": notify.path])
+        let (daemon, notify) = try start(in: dir, arguments: ["--log-level", "trace"])
         let messages = try #require(notify.waitFor("READY=1"))
         let fingerprint = APIKey(secret: secret).fingerprint
         #expect(messages.last?.contains("STATUS=key \(fingerprint) valid, checked") == true)
@@ -61,10 +63,8 @@ struct LifecycleTests {
     @Test("an unusable store stops the start before READY=1, with an error naming the file")
     func unusableStore() throws {
         let dir = try TemporaryDirectory()
-        let config = try writeTestConfiguration(in: dir)
         try dir.write("state/keyd.sqlite3", String(repeating: "garbage ", count: 1000))
-        let notify = try NotifySocket(path: dir.file("notify.sock"))
-        let daemon = try DaemonProcess(arguments: ["--config", config], environment: ["NOTIFY_SOCKET": notify.path])
+        let (daemon, notify) = try start(in: dir)
         let status = daemon.waitForExit()
         #expect(status != 0)
         #expect(notify.receive(timeout: .seconds(1))?.contains("READY=1") != true)

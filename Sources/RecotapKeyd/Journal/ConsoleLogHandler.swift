@@ -34,10 +34,7 @@ public struct ConsoleLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var merged = metadata
-        if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
-        if let own = event.metadata { merged.merge(own) { _, new in new } }
-        if let error = event.error { merged[LogKey.error] = .string("\(error)") }
+        var merged = JournalFields.metadata(of: event, handler: metadata, provider: metadataProvider)
         merged[LogKey.messageID] = nil  // the event name says the same, readably
         let fields = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.quote(JournalFields.render($0.value)))" }
         let time = Date().formatted(.iso8601)

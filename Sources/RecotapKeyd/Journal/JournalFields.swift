@@ -60,6 +60,19 @@ public enum JournalFields {
         return fields
     }
 
+    /// All the metadata of one event, as every handler sees it: the handler's own,
+    /// then the metadata provider's, then the event's (later ones win), and the
+    /// event's error under ``LogKey/error``.
+    static func metadata(
+        of event: LogEvent, handler: Logger.Metadata, provider: Logger.MetadataProvider?
+    ) -> Logger.Metadata {
+        var merged = handler
+        if let provided = provider?.get() { merged.merge(provided) { _, new in new } }
+        if let own = event.metadata { merged.merge(own) { _, new in new } }
+        if let error = event.error { merged[LogKey.error] = .string("\(error)") }
+        return merged
+    }
+
     static func render(_ value: Logger.Metadata.Value) -> String {
         switch value {
         case .string(let text): text

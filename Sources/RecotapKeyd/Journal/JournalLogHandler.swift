@@ -52,10 +52,7 @@ public struct JournalLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var merged = metadata
-        if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
-        if let own = event.metadata { merged.merge(own) { _, new in new } }
-        if let error = event.error { merged[LogKey.error] = .string("\(error)") }
+        let merged = JournalFields.metadata(of: event, handler: metadata, provider: metadataProvider)
         sink.send(
             JournalFields.fields(
                 level: event.level, message: event.message.description, metadata: merged,
