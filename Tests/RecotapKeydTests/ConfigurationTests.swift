@@ -123,6 +123,21 @@ struct ConfigurationTests {
         #expect(config.log.target == .console)
     }
 
+    @Test("an empty file, a comment-only file and empty sections set nothing", arguments: ["", "# nothing\n", "~\n", "check:\napi:\n"])
+    func emptyFiles(_ text: String) async throws {
+        let dir = try TemporaryDirectory()
+        #expect(try await load(file: try dir.write("keyd.yaml", text)) == KeydConfiguration.defaults)
+    }
+
+    @Test("a file that is not YAML is refused, naming the file")
+    func notYAML() async throws {
+        let dir = try TemporaryDirectory()
+        let path = try dir.write("keyd.yaml", "check: [1, 2\n")
+        let error = try #require(await loadError(file: path))
+        #expect(error.source == path)
+        #expect(error.message.hasPrefix("not valid YAML"))
+    }
+
     @Test("a missing default file is not an error; a missing --config file is")
     func missingFile() async throws {
         let absent = "/nonexistent/recotap-keyd/keyd.yaml"

@@ -152,7 +152,8 @@ public struct ConfigurationLoader: Sendable {
             throw ConfigurationError(key: nil, source: filePath, message: "not valid YAML: \(error)")
         }
         var keys: Set<String> = []
-        if let node, node != Node("", Tag(.null)) {
+        // An empty file, one with only comments, or a bare `~` sets nothing.
+        if let node, node.null == nil {
             guard case .mapping(let mapping) = node else {
                 throw ConfigurationError(key: nil, source: filePath, message: "the top level must be a mapping of sections (api, check, spool, …)")
             }
@@ -180,8 +181,8 @@ public struct ConfigurationLoader: Sendable {
                 switch value {
                 case .mapping(let inner):
                     try collectKeys(inner, prefix: prefix + [name], into: &keys, path: path)
-                case .scalar(let scalar) where scalar.tag == Tag(.null):
-                    continue
+                case .scalar where value.null != nil:
+                    continue  // `check:` with nothing under it
                 default:
                     throw ConfigurationError(key: dotted, source: path, message: "expected a section (a mapping of keys)")
                 }
