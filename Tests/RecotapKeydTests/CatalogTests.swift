@@ -37,14 +37,14 @@ struct CatalogTests {
         #expect(invalidated.contains("spool"))
     }
 
-    @Test("journalctl accepts it (--update-catalog, --list-catalog) on a copy")
+    static let haveJournalctl = ["/usr/bin/journalctl", "/bin/journalctl"].contains {
+        FileManager.default.isExecutableFile(atPath: $0)
+    }
+
+    @Test(
+        "journalctl accepts it (--update-catalog, --list-catalog) on a copy",
+        .enabled(if: haveJournalctl, "journalctl is not installed (Debian package systemd)"))
     func journalctlAcceptsIt() throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/journalctl") ||
-            FileManager.default.isExecutableFile(atPath: "/bin/journalctl")
-        else {
-            print("journalctl not installed: catalog not checked with it")
-            return
-        }
         let root = try TemporaryDirectory()
         let catalogDirectory = root.path + "/usr/lib/systemd/catalog"
         try FileManager.default.createDirectory(atPath: catalogDirectory, withIntermediateDirectories: true)
