@@ -98,7 +98,6 @@ final class MockBackend: Sendable {
             return .unauthorized(path: path, customMessage: "X-Api-Key header is required")
         }
         guard valid else {
-            _ = apiKey
             return .unauthorized(path: path, customMessage: "Invalid API key")
         }
         let parameters = Self.parameters(query)
