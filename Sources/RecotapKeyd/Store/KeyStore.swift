@@ -112,17 +112,17 @@ public actor KeyStore {
         }
         if lstat(path, &info) == 0 {
             guard info.st_mode & S_IFMT == S_IFREG else {
-                throw StoreError(.unsafeLocation, path: path, message: "\(path) exists and is not a regular file")
+                throw StoreError(.unsafeLocation, path: path, message: "exists and is not a regular file")
             }
             if info.st_mode & 0o077 != 0 {
                 guard info.st_uid == geteuid(), chmod(path, 0o600) == 0 else {
-                    throw StoreError(.unsafeLocation, path: path, message: "\(path) is readable by other users and cannot be made 0600")
+                    throw StoreError(.unsafeLocation, path: path, message: "is readable by other users and cannot be made 0600; make it 0600 and owned by the daemon's user")
                 }
             }
         } else {
             let fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o600)
             guard fd >= 0 else {
-                throw StoreError(.cannotOpen, path: path, message: "cannot create \(path): \(String(cString: strerror(errno)))")
+                throw StoreError(.cannotOpen, path: path, message: "cannot create the file: \(String(cString: strerror(errno)))")
             }
             Glibc.close(fd)
         }
