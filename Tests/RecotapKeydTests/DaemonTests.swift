@@ -5,22 +5,6 @@ import Testing
 
 @testable import RecotapKeyd
 
-/// Collects `sd_notify` messages sent through an in-process notifier.
-private final class Notifications: Sendable {
-    private let messages = Mutex<[String]>([])
-    var all: [String] { messages.withLock { $0 } }
-    var notifier: SystemdNotifier { SystemdNotifier { message in self.messages.withLock { $0.append(message) }; return true } }
-
-    func waitFor(_ assignment: String, timeout: Duration = .seconds(10)) async -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if all.contains(where: { $0.split(separator: "\n").contains(Substring(assignment)) }) { return true }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        return false
-    }
-}
-
 @Suite("Daemon builder")
 struct DaemonTests {
     private func configuration(in dir: TemporaryDirectory) async throws -> KeydConfiguration {
@@ -30,27 +14,27 @@ struct DaemonTests {
     }
 
     /// Builds the daemon with a capturing journal and notifier, and runs it.
-    private func start(_ config: KeydConfiguration) throws -> (KeydDaemon, Task<Void, any Error>, Capture, Notifications) {
+    private func start(_ config: KeydConfiguration) throws -> (KeydDaemon, Task<Void, any Error>, Capture) {
         let capture = Capture()
         let logger = Logger(label: "test") { _ in
             JournalLogHandler(identifier: "recotap-keyd", level: .info, sink: capture.journal)
         }
-        let notifications = Notifications()
-        let daemon = try KeydDaemon.build(configuration: config, logger: logger, notifier: notifications.notifier)
-        return (daemon, Task { try await daemon.run() }, capture, notifications)
+        let daemon = try KeydDaemon.build(
+            configuration: config, logger: logger, notifier: capture.notifier, client: ScriptedClient(clock: SystemSchedulerClock()))
+        return (daemon, Task { try await daemon.run() }, capture)
     }
 
     @Test("the builder's service group becomes ready, reports no key, and stops on graceful shutdown")
     func readyAndGracefulShutdown() async throws {
         let dir = try TemporaryDirectory()
         let config = try await configuration(in: dir)
-        let (daemon, running, capture, notifications) = try start(config)
+        let (daemon, running, capture) = try start(config)
 
-        #expect(await notifications.waitFor("READY=1"))
-        #expect(notifications.all.first == "READY=1\nSTATUS=no key yet: drop one into \(dir.path)/spool")
+        #expect(await capture.waitForNotification("READY=1"))
+        #expect(capture.notifications.first == "READY=1\nSTATUS=no key yet: drop one into \(dir.path)/spool")
         await daemon.serviceGroup.triggerGracefulShutdown()
         try await running.value
-        #expect(notifications.all.last?.hasPrefix("STOPPING=1\n") == true)
+        #expect(capture.notifications.last?.hasPrefix("STOPPING=1\n") == true)
 
         let lifecycle = capture.journalEntries.filter { entry in
             entry.contains(JournalField("MESSAGE_ID", KeydEvent.daemonLifecycle.messageID))
@@ -70,9 +54,9 @@ struct DaemonTests {
         let activation = try await store.addAndActivate(key, source: "test", state: .unverified, at: Date())
         await store.close()
 
-        let (daemon, running, capture, notifications) = try start(config)
-        #expect(await notifications.waitFor("READY=1"))
-        #expect(notifications.all.first == "READY=1\nSTATUS=key \(key.fingerprint) not yet verified")
+        let (daemon, running, capture) = try start(config)
+        #expect(await capture.waitForNotification("READY=1"))
+        #expect(capture.notifications.first == "READY=1\nSTATUS=key \(key.fingerprint) not yet verified")
         await daemon.serviceGroup.triggerGracefulShutdown()
         try await running.value
         let started = try #require(capture.journalEntries.first { $0.contains(JournalField("MESSAGE_ID", KeydEvent.daemonLifecycle.messageID)) })
@@ -87,11 +71,11 @@ struct DaemonTests {
         var config = try await configuration(in: dir)
         try FileManager.default.createDirectory(atPath: dir.file("a-directory"), withIntermediateDirectories: true)
         config.store.path = dir.file("a-directory")
-        let notifications = Notifications()
+        let capture = Capture()
         #expect(throws: StoreError.self) {
-            _ = try KeydDaemon.build(configuration: config, logger: Logger(label: "test"), notifier: notifications.notifier)
+            _ = try KeydDaemon.build(configuration: config, logger: Logger(label: "test"), notifier: capture.notifier)
         }
-        #expect(notifications.all.isEmpty)
+        #expect(capture.notifications.isEmpty)
     }
 
     @Test("STATUS texts", arguments: [

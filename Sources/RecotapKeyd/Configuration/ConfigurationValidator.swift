@@ -172,10 +172,12 @@ struct ConfigurationValidator {
 
     private func proxy() throws(ConfigurationError) -> String? {
         guard let text = values.strings["api.proxy"], !text.isEmpty else { return nil }
-        guard let url = URLComponents(string: text), let scheme = url.scheme?.lowercased(),
-            scheme == "http" || scheme == "https", let host = url.host, !host.isEmpty
+        // AsyncHTTPClient speaks plain HTTP CONNECT to a proxy; the API traffic inside
+        // the tunnel is still TLS.
+        guard let url = URLComponents(string: text), url.scheme?.lowercased() == "http",
+            let host = url.host, !host.isEmpty
         else {
-            throw error("api.proxy", "\"\(text)\" is not a proxy URL such as http://proxy.example:3128")
+            throw error("api.proxy", "\"\(text)\" is not an http:// proxy URL such as http://proxy.example:3128")
         }
         return text
     }

@@ -3,22 +3,31 @@ import Foundation
 /// The one-line summary used for systemd's `STATUS=` and the start-up log line,
 /// e.g. "key 3fa2c1d09e7b valid, checked 40 s ago".
 public enum KeyStatusText {
-    public static func describe(active: KeyRecord?, spoolDirectory: String, now: Date) -> String {
+    public static func describe(
+        active: KeyRecord?, spoolDirectory: String, now: Date, degradedSince: Date? = nil, failureReason: String? = nil
+    ) -> String {
         guard let active else {
             return "no key yet: drop one into \(spoolDirectory)"
         }
-        switch active.state {
-        case .valid:
-            if let verified = active.lastVerifiedAt {
-                return "key \(active.fingerprint) valid, checked \(age(from: verified, to: now)) ago"
-            }
-            return "key \(active.fingerprint) valid"
-        case .unverified:
-            return "key \(active.fingerprint) not yet verified"
-        case .invalid:
+        let fingerprint = active.fingerprint
+        if active.state == .invalid {
             let since = active.invalidSince.map { " since \($0.formatted(.iso8601))" } ?? ""
-            return "key \(active.fingerprint) INVALID\(since): drop a new key into \(spoolDirectory)"
+            return "key \(fingerprint) INVALID\(since), waiting for a replacement in \(spoolDirectory)"
         }
+        let keyPart: String
+        switch (active.state, active.lastVerifiedAt) {
+        case (.valid, .some(let verified)):
+            keyPart = degradedSince == nil
+                ? "key \(fingerprint) valid, checked \(age(from: verified, to: now)) ago"
+                : "key \(fingerprint) valid (verified \(age(from: verified, to: now)) ago)"
+        case (.valid, .none):
+            keyPart = "key \(fingerprint) valid"
+        default:
+            keyPart = "key \(fingerprint) not yet verified"
+        }
+        guard let degradedSince else { return keyPart }
+        let reason = failureReason.map { " (\($0))" } ?? ""
+        return "\(keyPart); cannot reach the API for \(age(from: degradedSince, to: now))\(reason)"
     }
 
     static func age(from start: Date, to end: Date) -> String {

@@ -9,6 +9,7 @@ struct LifecycleService: Service, CustomStringConvertible {
     let configuration: KeydConfiguration
     let store: KeyStore
     let notifier: SystemdNotifier
+    let readiness: Readiness
     let logger: Logger
 
     // swift-service-lifecycle logs services by their description; the default one
@@ -31,8 +32,9 @@ struct LifecycleService: Service, CustomStringConvertible {
                 metadata: ["spool.directory": .string(configuration.spool.directory)])
         }
         notifier.ready(status: status)
+        readiness.markReady()
 
-        // Nothing else to do until shutdown; later services (checking, spool, sockets)
+        // Nothing else to do until shutdown; the other services (checking, watchdog)
         // run beside this one. Graceful shutdown ends the wait without an error.
         try? await gracefulShutdown()
 

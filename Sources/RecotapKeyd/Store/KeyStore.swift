@@ -340,13 +340,14 @@ public actor KeyStore {
         }
     }
 
-    /// Records a check and applies its effect on the key's state (DESIGN.md §2):
-    /// `valid` sets `last_verified_at` (and brings an `unverified` key to `valid`);
-    /// `invalid` — already confirmed by the caller — sets `invalid_since`, and stays;
-    /// every other outcome leaves the state alone.
+    /// Records a check and, with `affectsState`, applies its effect on the key's state
+    /// (DESIGN.md §2): `valid` sets `last_verified_at` (and brings an `unverified` key
+    /// to `valid`); `invalid` — confirmed by the caller — sets `invalid_since`, and
+    /// stays; every other outcome leaves the state alone. A 401 still waiting for its
+    /// confirmation is recorded with `affectsState: false`.
     @discardableResult
-    public func record(check: CheckRecord) throws(StoreError) -> KeyRecord {
-        try transaction(durable: check.outcome == .invalid) { () throws(StoreError) -> KeyRecord in
+    public func record(check: CheckRecord, affectsState: Bool = true) throws(StoreError) -> KeyRecord {
+        try transaction(durable: check.outcome == .invalid && affectsState) { () throws(StoreError) -> KeyRecord in
             try connection.query(
                 "INSERT INTO checks (key_id, at, outcome, http_status, latency_ms, reason) VALUES (?, ?, ?, ?, ?, ?)",
                 [
@@ -355,18 +356,18 @@ public actor KeyStore {
                     check.latencyMilliseconds.map { .integer(Int64($0)) } ?? .null,
                     SQLiteValue(check.reason),
                 ])
-            switch check.outcome {
-            case .valid:
+            switch affectsState ? check.outcome : nil {
+            case .valid?:
                 // A key confirmed invalid never comes back (a regenerated key is dead for
                 // good); a 2xx for it afterwards is recorded but does not revive it.
                 try connection.query(
                     "UPDATE keys SET state = 'valid', last_verified_at = ? WHERE id = ? AND state != 'invalid'",
                     [SQLiteValue(check.at), .integer(check.keyID)])
-            case .invalid:
+            case .invalid?:
                 try connection.query(
                     "UPDATE keys SET state = 'invalid', invalid_since = COALESCE(invalid_since, ?) WHERE id = ?",
                     [SQLiteValue(check.at), .integer(check.keyID)])
-            case .rejectedRequest, .rateLimited, .unreachable:
+            case .rejectedRequest?, .rateLimited?, .unreachable?, nil:
                 break
             }
             guard let updated = try key(id: check.keyID) else {

@@ -3,10 +3,30 @@ import Synchronization
 
 @testable import RecotapKeyd
 
-/// Collects what a log handler writes, for tests to inspect.
+/// Collects what a log handler writes and what `sd_notify` would send, for tests
+/// to inspect.
 final class Capture: Sendable {
     private let lines = Mutex<[String]>([])
     private let entries = Mutex<[[JournalField]]>([])
+    private let messages = Mutex<[String]>([])
+
+    var notifications: [String] { messages.withLock { $0 } }
+    var notifier: SystemdNotifier {
+        SystemdNotifier { message in
+            self.messages.withLock { $0.append(message) }
+            return true
+        }
+    }
+
+    /// Waits (real time) until a notification holds `assignment`, e.g. `READY=1`.
+    func waitForNotification(_ assignment: String, timeout: Duration = .seconds(10)) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if notifications.contains(where: { $0.split(separator: "\n").contains(Substring(assignment)) }) { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return false
+    }
 
     var consoleLines: [String] { lines.withLock { $0 } }
     var journalEntries: [[JournalField]] { entries.withLock { $0 } }

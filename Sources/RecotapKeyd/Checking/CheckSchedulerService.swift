@@ -1,0 +1,42 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// The scheduler's loop: once the daemon is ready, it asks the ``KeyChecker`` to do
+/// what is due, then sleeps on the injected clock until the next thing is due — but
+/// never longer than `heartbeat`, so that the ``ProgressMonitor`` it beats on every
+/// round shows the watchdog a loop that is still turning.
+public struct CheckSchedulerService: Service, CustomStringConvertible {
+    let checker: KeyChecker
+    let clock: any SchedulerClock
+    let readiness: Readiness
+    let progress: ProgressMonitor
+    let heartbeat: Duration
+    /// Run when the loop has ended (closes the API client's connection pool).
+    let onStop: @Sendable () async -> Void
+
+    public var description: String { "CheckSchedulerService" }
+
+    public func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                await readiness.waitUntilReady()
+                while !Task.isCancelled {
+                    progress.beat(at: clock.now)
+                    let next = await checker.tick()
+                    let now = clock.now
+                    progress.beat(at: now)
+                    let wait = next.map { min(max($0.since(now), .zero), heartbeat) } ?? heartbeat
+                    if wait > .zero {
+                        try await clock.sleep(for: wait)
+                    } else {
+                        await Task.yield()
+                    }
+                }
+            }
+        } catch is CancellationError {
+            // Graceful shutdown: not an error (an error here would make the exit non-zero).
+        }
+        await onStop()
+    }
+}

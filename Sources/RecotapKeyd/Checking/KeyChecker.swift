@@ -1,0 +1,399 @@
+import Foundation
+import Logging
+
+/// Why a check was asked for outside the schedule.
+public enum CheckRequestReason: String, Sendable {
+    /// A new key became active: check it at once.
+    case keyActivated = "key_activated"
+    /// An administrator asked (`POST /v1/check`).
+    case admin
+    /// A consumer saw a 401 (`POST /v1/report`): debounced by `check.report_min_interval`.
+    case consumerReport = "consumer_report"
+}
+
+/// The answer to a request for a check outside the schedule.
+public enum CheckRequestOutcome: Sendable, Equatable {
+    case checked(CheckResult)
+    /// A consumer report within `check.report_min_interval` of the last one that
+    /// caused a check: nothing was sent to the API.
+    case debounced
+    /// No key, or a key already confirmed invalid (which is never checked again).
+    case noCheckableKey(KeyState?)
+}
+
+/// What the checker knows now, for `STATUS=` and the status API.
+public struct CheckerSnapshot: Sendable, Equatable {
+    /// The active key, without its secret.
+    public var key: KeyRecord?
+    public var lastCheck: CheckRecord?
+    public var nextCheckAt: Date?
+    /// Since when checks have been failing (unreachable or rate limited), if they are.
+    public var degradedSince: Date?
+    public var lastFailureReason: String?
+}
+
+/// Checks the active key against the API and acts on every answer as DESIGN.md §2
+/// says: confirms a 401 before declaring the key invalid, backs off on outages and
+/// rate limits, stops checking a dead key and reminds the journal of it, and logs the
+/// events of §7 — once when something starts, at most once per
+/// `check.reminder_interval` while it lasts, never once per failed attempt.
+///
+/// Nothing here sleeps. ``tick()`` does what is due and says when it next has work;
+/// the scheduler's loop (``CheckSchedulerService``) does the waiting on an injected
+/// clock, which is what lets tests run a day of schedule instantly. Checks are
+/// serialised: a request that arrives while one is in flight shares its answer.
+public actor KeyChecker {
+    private let store: KeyStore
+    private let client: any KeyCheckingClient
+    private let clock: any SchedulerClock
+    private let timing: CheckTiming
+    private let spoolDirectory: String
+    private let logger: Logger
+    private let notifier: SystemdNotifier
+
+    /// The active key as last read from the store (no secret).
+    private var key: KeyRecord?
+    private var nextCheckAt: Date?
+    /// Consecutive unreachable / rate-limited answers, for the backoff.
+    private var failures = 0
+    /// A 401 was seen and waits for the confirming request.
+    private var awaitingConfirmation = false
+    private var degradedSince: Date?
+    private var lastDegradedLogAt: Date?
+    private var lastFailure: CheckResult?
+    private var lastRequestErrorLog: (status: Int?, at: Date)?
+    private var lastReminderAt: Date?
+    private var lastReportCheckAt: Date?
+    private var lastCheck: CheckRecord?
+    private var inFlight: Task<CheckResult?, Never>?
+    private var lastStatus: (text: String, kind: String, at: Date)?
+
+    public init(
+        store: KeyStore, client: any KeyCheckingClient, clock: any SchedulerClock, timing: CheckTiming,
+        spoolDirectory: String, logger: Logger, notifier: SystemdNotifier
+    ) {
+        self.store = store
+        self.client = client
+        self.clock = clock
+        self.timing = timing
+        self.spoolDirectory = spoolDirectory
+        self.logger = logger
+        self.notifier = notifier
+    }
+
+    private var check: KeydConfiguration.Check { timing.check }
+
+    // MARK: - Driving
+
+    /// Does whatever is due now — a check, a reminder — and returns when there is next
+    /// something to do (`nil`: nothing until a key arrives).
+    @discardableResult
+    public func tick() async -> Date? {
+        await syncActiveKey(now: clock.now)
+        if let key, key.state != .invalid, let due = nextCheckAt, due <= clock.now {
+            _ = await performCheck()
+        }
+        let now = clock.now
+        if let key, key.state == .invalid {
+            remindIfDue(now: now)
+        }
+        publishStatus(now: now)
+        return nextWake()
+    }
+
+    /// A check now, outside the schedule (see ``CheckRequestReason``).
+    public func checkNow(reason: CheckRequestReason) async -> CheckRequestOutcome {
+        let now = clock.now
+        if reason == .consumerReport {
+            if let last = lastReportCheckAt, now.since(last) < check.reportMinInterval { return .debounced }
+            lastReportCheckAt = now
+        }
+        await syncActiveKey(now: now)
+        guard let key, key.state != .invalid else { return .noCheckableKey(key?.state) }
+        logger.debug("check requested", metadata: ["check.reason": .string(reason.rawValue)])
+        let result = await performCheck()
+        publishStatus(now: clock.now)
+        guard let result else { return .noCheckableKey(self.key?.state) }
+        return .checked(result)
+    }
+
+    public func snapshot() -> CheckerSnapshot {
+        CheckerSnapshot(
+            key: key, lastCheck: lastCheck, nextCheckAt: key?.state == .invalid ? nil : nextCheckAt,
+            degradedSince: degradedSince, lastFailureReason: lastFailure?.reason)
+    }
+
+    private func nextWake() -> Date? {
+        guard let key else { return nil }
+        if key.state == .invalid {
+            return (lastReminderAt ?? clock.now).adding(check.reminderInterval)
+        }
+        return nextCheckAt
+    }
+
+    // MARK: - The active key
+
+    /// Follows the store: a different active key (activated by the spool, or present
+    /// at start) resets everything about the previous one and is checked at once —
+    /// unless it is already known invalid, which is never checked again.
+    private func syncActiveKey(now: Date) async {
+        let active: KeyRecord?
+        do {
+            active = try await store.activeKey()
+        } catch {
+            logger.error("cannot read the active key from the store", metadata: [LogKey.error: "\(error)"])
+            return
+        }
+        let stripped = active.map { record -> KeyRecord in
+            var copy = record
+            copy.key = nil
+            return copy
+        }
+        guard stripped?.id != key?.id else {
+            key = stripped
+            return
+        }
+        key = stripped
+        failures = 0
+        awaitingConfirmation = false
+        lastReminderAt = nil
+        lastRequestErrorLog = nil
+        lastCheck = nil
+        if let stripped {
+            lastCheck = (try? await store.checks(keyID: stripped.id, limit: 1))?.first
+            nextCheckAt = stripped.state == .invalid ? nil : now
+        } else {
+            nextCheckAt = nil
+        }
+    }
+
+    // MARK: - Checking
+
+    private func performCheck() async -> CheckResult? {
+        if let inFlight { return await inFlight.value }
+        let task = Task { await self.executeCheck() }
+        inFlight = task
+        // Cancelling the caller (graceful shutdown) cancels the request on the wire
+        // instead of waiting for its timeout.
+        let result = await withTaskCancellationHandler { await task.value } onCancel: { task.cancel() }
+        inFlight = nil
+        return result
+    }
+
+    private func executeCheck() async -> CheckResult? {
+        let active: KeyRecord
+        do {
+            guard let found = try await store.activeKey(), found.state != .invalid else { return nil }
+            active = found
+        } catch {
+            logger.error("cannot read the active key from the store", metadata: [LogKey.error: "\(error)"])
+            nextCheckAt = clock.now.adding(timing.backoff(failures: max(1, failures)))
+            return nil
+        }
+        guard let secret = active.key else { return nil }
+        let result = await client.check(secret)
+        // Cancelled by shutdown: the answer says nothing about the key or the API.
+        if Task.isCancelled { return nil }
+        let now = clock.now
+        guard active.id == key?.id else {
+            // The key changed while the request was out: record it, act on nothing.
+            _ = try? await store.record(check: record(result, keyID: active.id, at: now), affectsState: false)
+            return result
+        }
+        await apply(result, to: active, at: now)
+        return result
+    }
+
+    private func record(_ result: CheckResult, keyID: Int64, at now: Date, note: String? = nil) -> CheckRecord {
+        CheckRecord(
+            keyID: keyID, at: now, outcome: result.outcome, httpStatus: result.httpStatus,
+            latencyMilliseconds: Int(result.latency.milliseconds),
+            reason: [result.reason, note].compactMap { $0 }.joined(separator: " ").nilIfEmpty)
+    }
+
+    /// Stores the check and applies its effect on the key's state; returns the key as
+    /// it is afterwards.
+    @discardableResult
+    private func store(_ check: CheckRecord, affectsState: Bool) async -> KeyRecord? {
+        lastCheck = check
+        do {
+            let updated = try await store.record(check: check, affectsState: affectsState)
+            key = updated
+            return updated
+        } catch {
+            logger.error("cannot record a check in the store", metadata: [LogKey.error: "\(error)"])
+            return nil
+        }
+    }
+
+    private func apply(_ result: CheckResult, to active: KeyRecord, at now: Date) async {
+        var metadata = Self.metadata(for: result)
+        metadata[LogKey.keyFingerprint] = .string(active.fingerprint)
+        metadata[LogKey.keyVersion] = .stringConvertible(active.id)
+        let fingerprint = active.fingerprint
+
+        switch result.outcome {
+        case .valid:
+            await store(record(result, keyID: active.id, at: now), affectsState: true)
+            recover(at: now, metadata: metadata)
+            failures = 0
+            awaitingConfirmation = false
+            nextCheckAt = now.adding(timing.nextInterval())
+            if active.state == .unverified {
+                logger.notice("key \(fingerprint) verified: the API accepts it", metadata: metadata)
+            } else {
+                logger.debug("key \(fingerprint) valid", metadata: metadata)
+            }
+
+        case .invalid where !awaitingConfirmation:
+            // One 401 is not enough: a flaky proxy or a deploy on Recotap's side can
+            // answer one. Ask again shortly before telling anyone the key is dead.
+            await store(record(result, keyID: active.id, at: now, note: "(to be confirmed)"), affectsState: false)
+            recover(at: now, metadata: metadata)
+            awaitingConfirmation = true
+            nextCheckAt = now.adding(check.confirmDelay)
+            logger.warning(
+                "the API answered 401 for key \(fingerprint); confirming in \(DurationParsing.format(check.confirmDelay))",
+                metadata: metadata)
+
+        case .invalid:
+            let updated = await store(record(result, keyID: active.id, at: now), affectsState: true)
+            recover(at: now, metadata: metadata)
+            awaitingConfirmation = false
+            nextCheckAt = nil
+            lastReminderAt = now
+            let since = active.activatedAt ?? active.addedAt
+            let validFor = now.since(since)
+            metadata["key.valid_for"] = .stringConvertible(Int(validFor.seconds))
+            if updated == nil { key?.state = .invalid }
+            logger.event(
+                .keyInvalidated,
+                "Recotap API key \(fingerprint) is no longer valid (HTTP \(result.httpStatus.map(String.init) ?? "401"): \(result.reason ?? "Unauthorized"), confirmed); it had been active for \(Self.human(validFor)). Generate a new key in Recotap (Settings → Workspace → Tech Settings → API Access Key) and drop it into \(spoolDirectory)",
+                metadata: metadata)
+
+        case .rejectedRequest:
+            await store(record(result, keyID: active.id, at: now), affectsState: false)
+            recover(at: now, metadata: metadata)
+            failures = 0
+            nextCheckAt = now.adding(timing.nextInterval())
+            let repeated = lastRequestErrorLog.map {
+                $0.status == result.httpStatus && now.since($0.at) < check.reminderInterval
+            } ?? false
+            if !repeated {
+                lastRequestErrorLog = (result.httpStatus, now)
+                let hint = Self.hint(for: result.httpStatus)
+                metadata["hint"] = .string(hint)
+                logger.event(
+                    .apiRequestError,
+                    "the API refused the check request: \(result.reason ?? "HTTP \(result.httpStatus ?? 0)") — \(hint); the key's state is unchanged",
+                    metadata: metadata)
+            }
+
+        case .rateLimited, .unreachable:
+            await store(record(result, keyID: active.id, at: now), affectsState: false)
+            failures += 1
+            lastFailure = result
+            let wait = result.outcome == .rateLimited
+                ? timing.afterRateLimit(retryAfter: result.retryAfter, failures: failures)
+                : timing.backoff(failures: failures)
+            nextCheckAt = now.adding(wait)
+            let what = result.outcome == .rateLimited ? "rate limited" : "cannot reach the API"
+            if let since = degradedSince {
+                if let last = lastDegradedLogAt, now.since(last) >= check.reminderInterval {
+                    lastDegradedLogAt = now
+                    logger.event(
+                        .checkDegraded,
+                        "checks of key \(fingerprint) still failing after \(Self.human(now.since(since))): \(what) (\(result.reason ?? "no answer")); the key stays in use; retrying in \(Self.human(wait))",
+                        metadata: metadata)
+                } else {
+                    logger.debug("check failed: \(result.reason ?? what)", metadata: metadata)
+                }
+            } else {
+                degradedSince = now
+                lastDegradedLogAt = now
+                logger.event(
+                    .checkDegraded,
+                    "checks of key \(fingerprint) are failing: \(what) (\(result.reason ?? "no answer")); this is not an invalid key, it stays in use; retrying in \(Self.human(wait))",
+                    metadata: metadata)
+            }
+        }
+    }
+
+    /// Any answer from the API other than a 429 ends a degraded period.
+    private func recover(at now: Date, metadata: Logger.Metadata) {
+        guard let since = degradedSince else { return }
+        degradedSince = nil
+        lastDegradedLogAt = nil
+        lastFailure = nil
+        logger.event(.checkRecovered, "checks work again after \(Self.human(now.since(since))) of failures", metadata: metadata)
+    }
+
+    private func remindIfDue(now: Date) {
+        guard let key, key.state == .invalid else { return }
+        if let last = lastReminderAt, now.since(last) < check.reminderInterval { return }
+        lastReminderAt = now
+        var metadata: Logger.Metadata = [
+            LogKey.keyFingerprint: .string(key.fingerprint), LogKey.keyVersion: .stringConvertible(key.id),
+        ]
+        if let reason = lastCheck?.reason { metadata[LogKey.reason] = .string(reason) }
+        let since = key.invalidSince.map { " since \($0.formatted(.iso8601))" } ?? ""
+        logger.event(
+            .keyStillInvalid,
+            "Recotap API key \(key.fingerprint) is still invalid\(since); programs using it are failing — drop a new key into \(spoolDirectory)",
+            metadata: metadata)
+    }
+
+    // MARK: - STATUS=
+
+    /// Sends `STATUS=` when the state changes, and otherwise at most every 15 s (the
+    /// text carries an age, "checked 40 s ago").
+    private func publishStatus(now: Date) {
+        let text = KeyStatusText.describe(
+            active: key, spoolDirectory: spoolDirectory, now: now, degradedSince: degradedSince,
+            failureReason: lastFailure?.reason)
+        let kind = "\(key?.id ?? 0)/\(key?.state.rawValue ?? "none")/\(degradedSince != nil)"
+        if let last = lastStatus {
+            if last.text == text { return }
+            if last.kind == kind && now.since(last.at) < .seconds(15) { return }
+        }
+        lastStatus = (text, kind, now)
+        notifier.status(text)
+    }
+
+    // MARK: - Wording
+
+    static func metadata(for result: CheckResult) -> Logger.Metadata {
+        var metadata: Logger.Metadata = [
+            LogKey.checkOutcome: .string(result.outcome.rawValue),
+            LogKey.latencyMilliseconds: .stringConvertible(result.latency.milliseconds),
+        ]
+        if let status = result.httpStatus { metadata[LogKey.httpStatus] = .stringConvertible(status) }
+        if let reason = result.reason { metadata[LogKey.reason] = .string(reason) }
+        return metadata
+    }
+
+    static func hint(for status: Int?) -> String {
+        switch status {
+        case 403: "API access is probably not enabled for the workspace: ask a Recotap workspace admin"
+        case 404: "check api.base_url (it should end in /api/v1)"
+        case .some(300..<400): "check api.base_url and any proxy: redirects are never followed"
+        case 400: "the API did not accept the request: check api.base_url"
+        default: "a configuration or account problem, not the key"
+        }
+    }
+
+    /// "40 s", "12 min", "3 h 5 min", "2 d 4 h".
+    static func human(_ duration: Duration) -> String {
+        let seconds = max(0, Int(duration.seconds.rounded()))
+        switch seconds {
+        case ..<120: return "\(seconds) s"
+        case ..<7200: return "\(seconds / 60) min"
+        case ..<172_800: return "\(seconds / 3600) h \(seconds % 3600 / 60) min"
+        default: return "\(seconds / 86_400) d \(seconds % 86_400 / 3600) h"
+        }
+    }
+}
+
+extension String {
+    var nilIfEmpty: String? { isEmpty ? nil : self }
+}

@@ -1,0 +1,23 @@
+import Foundation
+import Synchronization
+
+/// The scheduler's heartbeat, read by the watchdog: the watchdog pings systemd only
+/// while the scheduler's loop has come round within its expected window.
+public final class ProgressMonitor: Sendable {
+    private let lastBeat = Mutex<Date?>(nil)
+
+    public init() {}
+
+    /// Called by the scheduler's loop each time round.
+    public func beat(at now: Date) {
+        lastBeat.withLock { $0 = now }
+    }
+
+    public var lastBeatAt: Date? { lastBeat.withLock { $0 } }
+
+    /// Whether the loop has come round within `window` of `now`.
+    public func isAlive(at now: Date, window: Duration) -> Bool {
+        guard let last = lastBeatAt else { return false }
+        return now.since(last) <= window
+    }
+}
