@@ -9,6 +9,7 @@ final class MockBackend: Sendable {
         var validKeys: Set<String> = []
         var faults: [MockFault] = []
         var requests: [MockRequest] = []
+        var connections = 0
     }
 
     /// What the transport should do with a request.
@@ -172,6 +173,9 @@ final class MockBackend: Sendable {
         }
         return fresh
     }
+
+    func connectionOpened() { state.withLock { $0.connections += 1 } }
+    var connectionCount: Int { state.withLock { $0.connections } }
 
     func inject(_ fault: MockFault) { state.withLock { $0.faults.append(fault) } }
     func clearFaults() { state.withLock { $0.faults.removeAll() } }

@@ -58,6 +58,7 @@ public struct MockFault: Sendable, Codable, Equatable {
         .init(kind: .redirect, location: location, count: count)
     }
     public static func unauthorizedBare(count: Int? = 1) -> MockFault { .init(kind: .unauthorizedBare, count: count) }
+    public static func nonJSON(count: Int? = 1) -> MockFault { .init(kind: .nonJSONSuccess, count: count) }
 }
 
 /// One request the mock received, as recorded for tests to read back. The key itself

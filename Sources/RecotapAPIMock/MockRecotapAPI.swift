@@ -23,7 +23,8 @@ public final class MockRecotapAPI: Sendable {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                backend.connectionOpened()
+                return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(MockHTTPHandler(backend: backend))
                 }
@@ -58,6 +59,8 @@ public final class MockRecotapAPI: Sendable {
     /// Queues a fault for the next API request(s).
     public func inject(_ fault: MockFault) { state.inject(fault) }
     public func clearFaults() { state.clearFaults() }
+    /// How many TCP connections clients have opened (to see connection reuse).
+    public var connectionCount: Int { state.connectionCount }
     /// Every API request received so far (control calls excluded).
     public func requests() -> [MockRequest] { state.requests() }
 
