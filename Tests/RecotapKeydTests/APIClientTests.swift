@@ -140,7 +140,7 @@ struct APIClientTests {
         let result = await client.check(goodKey)
         await client.shutdown()
         #expect(result.outcome == .unreachable)
-        #expect(result.reason != nil)
+        #expect(result.reason == "connection refused", "\(result.reason ?? "")")
     }
 
     @Test("the connection is reused between checks")
