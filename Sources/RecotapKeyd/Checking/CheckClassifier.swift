@@ -34,7 +34,7 @@ public enum CheckClassifier {
         case 400..<500:
             return CheckResult(outcome: .rejectedRequest, httpStatus: status, reason: apiMessage ?? statusLine, latency: latency)
         default:
-            let reason = apiMessage.map { "\(statusLine): \($0)" } ?? statusLine
+            let reason = apiMessage.flatMap { $0 == reasonPhrase ? nil : "\(statusLine): \($0)" } ?? statusLine
             return CheckResult(outcome: .unreachable, httpStatus: status, reason: reason, latency: latency)
         }
     }
