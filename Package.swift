@@ -75,6 +75,14 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .executableTarget(
+            name: "recotap-keyd-bench",
+            dependencies: [
+                "RecotapKeyd",
+                "RecotapAPIMock",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .testTarget(
             name: "RecotapKeydTests",
             dependencies: [
