@@ -22,7 +22,7 @@ struct CheckingIntegrationTests {
 
     /// The daemon binary on a store that already holds `key`, pointed at `mock`.
     private func start(
-        key: APIKey, mock: MockRecotapAPI, in dir: TemporaryDirectory, seed: Bool = true
+        key: APIKey, baseURL: String, in dir: TemporaryDirectory, seed: Bool = true
     ) async throws -> (DaemonProcess, NotifySocket) {
         let config = try writeTestConfiguration(in: dir, extra: """
             check:
@@ -39,37 +39,36 @@ struct CheckingIntegrationTests {
         }
         let notify = try NotifySocket(path: dir.file("notify.sock"))
         let daemon = try DaemonProcess(
-            arguments: ["--config", config, "--api-base-url", mock.baseURL, "--api-timeout", "2s"],
+            arguments: ["--config", config, "--api-base-url", baseURL, "--api-timeout", "2s"],
             environment: ["NOTIFY_SOCKET": notify.path])
         return (daemon, notify)
     }
 
-    @Test("valid at start; after the key is regenerated, KEY_INVALIDATED within interval + confirm_delay")
+    @Test("pointed at recotap-api-mock: valid at start; after the key is regenerated, KEY_INVALIDATED within interval + confirm_delay")
     func regeneratedKeyIsInvalidated() async throws {
         let key = APIKey(secret: "rtk_e2e_regenerated_key_777")
-        let mock = try await MockRecotapAPI.start()
-        mock.setValidKeys([key.revealSecret()])
         let dir = try TemporaryDirectory()
-        let (daemon, notify) = try await start(key: key, mock: mock, in: dir)
+        let mock = try MockProcess(keys: [key.revealSecret()], in: dir)
+        let (daemon, notify) = try await start(key: key, baseURL: mock.baseURL, in: dir)
 
-        let statuses = try #require(notify.waitFor("READY=1"), "no READY=1: \(daemon.output)")
-        _ = statuses
+        #expect(notify.waitFor("READY=1") != nil, "no READY=1: \(daemon.output)")
         let validAfter = await waitUntil(timeout: .seconds(15)) { daemon.output.contains("key \(key.fingerprint) verified") }
         #expect(validAfter != nil, "the check at start reports valid: \(daemon.output)")
-        #expect(mock.requests().count == 1)
+        #expect(try mock.requests().count == 1)
 
-        mock.regenerate()
+        try mock.regenerate()
         let invalidatedAfter = await waitUntil(timeout: .seconds(Self.interval + Self.confirmDelay + 5)) {
             daemon.output.contains("event=KEY_INVALIDATED")
         }
         let elapsed = try #require(invalidatedAfter, "no KEY_INVALIDATED: \(daemon.output)")
         #expect(elapsed <= .seconds(Self.interval + Self.confirmDelay + 2))
-        #expect(mock.requests().count == 3, "the start check, the 401, its confirmation")
-        #expect(mock.requests().allSatisfy { $0.apiKeyFingerprint == key.fingerprint && $0.query == "limit=1" })
+        let requests = try mock.requests()
+        #expect(requests.count == 3, "the start check, the 401, its confirmation")
+        #expect(requests.allSatisfy { $0["api_key_fingerprint"] as? String == key.fingerprint && $0["query"] as? String == "limit=1" })
 
         // A dead key is not checked again.
         try await Task.sleep(for: .seconds(Self.interval + 1))
-        #expect(mock.requests().count == 3)
+        #expect(try mock.requests().count == 3)
 
         daemon.signal(SIGTERM)
         #expect(daemon.waitForExit() == 0)
@@ -77,7 +76,6 @@ struct CheckingIntegrationTests {
         #expect(!output.contains(key.revealSecret()))
         #expect(output.contains("key.fingerprint=\(key.fingerprint)"))
         #expect(output.contains("reason=\"Invalid API key\""))
-        try await mock.shutdown()
     }
 
     @Test("an outage — 503s, dropped connections, timeouts — never invalidates: one CHECK_DEGRADED, one CHECK_RECOVERED")
@@ -86,7 +84,7 @@ struct CheckingIntegrationTests {
         let mock = try await MockRecotapAPI.start()
         mock.setValidKeys([key.revealSecret()])
         let dir = try TemporaryDirectory()
-        let (daemon, notify) = try await start(key: key, mock: mock, in: dir)
+        let (daemon, notify) = try await start(key: key, baseURL: mock.baseURL, in: dir)
         #expect(notify.waitFor("READY=1") != nil)
         #expect(await waitUntil(timeout: .seconds(15)) { daemon.output.contains("verified: the API accepts it") } != nil)
 
@@ -117,7 +115,7 @@ struct CheckingIntegrationTests {
         let id = try await store.addAndActivate(key, source: "test", state: .valid, at: Date()).activated.id
         try await store.record(check: CheckRecord(keyID: id, at: Date(), outcome: .invalid, httpStatus: 401, latencyMilliseconds: 5, reason: "Invalid API key"))
         await store.close()
-        let (daemon, notify) = try await start(key: key, mock: mock, in: dir, seed: false)
+        let (daemon, notify) = try await start(key: key, baseURL: mock.baseURL, in: dir, seed: false)
         let messages = try #require(notify.waitFor("READY=1"))
         #expect(messages.last?.contains("STATUS=key \(key.fingerprint) INVALID since") == true)
         #expect(await waitUntil(timeout: .seconds(5)) { daemon.output.contains("event=KEY_STILL_INVALID") } != nil)

@@ -267,29 +267,15 @@ struct MockExecutableTests {
     @Test("--port 0 picks a port, prints where it listens, and serves the keys from --keys-file")
     func executable() throws {
         let dir = try TemporaryDirectory()
-        let keys = try dir.write("keys", "rtk_exec_key_one_00000\n\nrtk_exec_key_two_00000\n")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: productsDirectory + "/recotap-api-mock")
-        process.arguments = ["--port", "0", "--keys-file", keys]
-        let output = Pipe()
-        process.standardOutput = output
-        try process.run()
-        defer { process.terminate(); process.waitUntilExit() }
-
-        var line = ""
-        let handle = output.fileHandleForReading
-        while !line.hasSuffix("\n") {
-            let byte = handle.readData(ofLength: 1)
-            if byte.isEmpty { break }
-            line += String(decoding: byte, as: UTF8.self)
-        }
-        #expect(line.hasPrefix("recotap-api-mock listening on http://127.0.0.1:"))
-        #expect(line.contains("(2 valid key(s))"))
-        #expect(!line.contains("rtk_exec_key"), "keys are never printed")
-        let url = try #require(line.split(separator: " ").first { $0.hasPrefix("http://") })
-        let port = try #require(Int(url.split(separator: ":")[2].split(separator: "/")[0]))
-        #expect(url.hasSuffix("/api/v1"))
-        #expect(try httpRequest(port: port, path: "/api/v1/accounts?limit=1", headers: ["X-Api-Key": "rtk_exec_key_two_00000"]).status == 200)
-        #expect(try httpRequest(port: port, path: "/api/v1/accounts?limit=1", headers: ["X-Api-Key": "rtk_exec_key_three_000"]).status == 401)
+        let mock = try MockProcess(keys: ["rtk_exec_key_one_00000", "", "rtk_exec_key_two_00000"], in: dir)
+        #expect(mock.banner.hasPrefix("recotap-api-mock listening on http://127.0.0.1:\(mock.port)/api/v1"))
+        #expect(mock.banner.contains("(2 valid key(s))"))
+        #expect(!mock.banner.contains("rtk_exec_key"), "keys are never printed")
+        #expect(try httpRequest(port: mock.port, path: "/api/v1/accounts?limit=1", headers: ["X-Api-Key": "rtk_exec_key_two_00000"]).status == 200)
+        #expect(try httpRequest(port: mock.port, path: "/api/v1/accounts?limit=1", headers: ["X-Api-Key": "rtk_exec_key_three_000"]).status == 401)
+        #expect(try httpRequest(port: mock.port, path: "/_mock/state").json["valid_keys"] as? Int == 2)
+        let fresh = try mock.regenerate()
+        #expect(try httpRequest(port: mock.port, path: "/api/v1/accounts?limit=1", headers: ["X-Api-Key": "rtk_exec_key_two_00000"]).status == 401)
+        #expect(try httpRequest(port: mock.port, path: "/api/v1/accounts?limit=1", headers: ["X-Api-Key": fresh]).status == 200)
     }
 }
