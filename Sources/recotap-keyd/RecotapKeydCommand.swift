@@ -65,7 +65,8 @@ struct RecotapKeydCommand: AsyncParsableCommand {
             {
                 printError("recotap-keyd: cannot start: \(error)")
             }
-            throw ExitCode.failure
+            // A proxy or CA file that cannot be used is a configuration error too.
+            throw error is APIClientSetupError ? ExitCode(78) : ExitCode.failure
         }
         try await daemon.run()
     }

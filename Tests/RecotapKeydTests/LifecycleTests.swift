@@ -71,6 +71,16 @@ struct LifecycleTests {
         #expect(daemon.output.contains("state/keyd.sqlite3"))
     }
 
+    @Test("an unusable api.ca_file stops the start with 78, naming the key, before READY=1")
+    func badCAFile() throws {
+        let dir = try TemporaryDirectory()
+        let ca = try dir.write("ca.pem", "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+        let (daemon, notify) = try start(in: dir, arguments: ["--api-ca-file", ca])
+        #expect(daemon.waitForExit() == 78)
+        #expect(notify.receive(timeout: .milliseconds(200)) == nil)
+        #expect(daemon.output.contains("api.ca_file"))
+    }
+
     @Test("--check-config exits 0 for a good file and 78 naming the key for a bad one")
     func checkConfig() throws {
         let dir = try TemporaryDirectory()

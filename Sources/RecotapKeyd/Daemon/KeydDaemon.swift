@@ -45,7 +45,7 @@ public struct KeydDaemon: Sendable {
             closeClient = { await real.shutdown() }
         }
         let readiness = Readiness()
-        let progress = ProgressMonitor()
+        let progress = ProgressMonitor(start: clock.now)
         let checker = KeyChecker(
             store: store, client: apiClient, clock: clock,
             timing: CheckTiming(check: configuration.check, random: random),
