@@ -65,8 +65,9 @@ struct RecotapKeydCommand: AsyncParsableCommand {
             {
                 printError("recotap-keyd: cannot start: \(error)")
             }
-            // A proxy or CA file that cannot be used is a configuration error too.
-            throw error is APIClientSetupError ? ExitCode(78) : ExitCode.failure
+            // A proxy, a CA file or a spool directory that cannot be used is a
+            // configuration error too.
+            throw error is APIClientSetupError || error is SpoolSetupError ? ExitCode(78) : ExitCode.failure
         }
         try await daemon.run()
     }

@@ -67,6 +67,8 @@ public actor KeyChecker {
     private var lastCheck: CheckRecord?
     private var inFlight: Task<CheckResult?, Never>?
     private var lastStatus: (text: String, kind: String, at: Date)?
+    /// Whether the active key has been read once (the check at start is never skipped).
+    private var hasSynced = false
 
     public init(
         store: KeyStore, client: any KeyCheckingClient, clock: any SchedulerClock, timing: CheckTiming,
@@ -117,6 +119,12 @@ public actor KeyChecker {
         return .checked(result)
     }
 
+    /// A new key was activated (by the spool): pick it up now and check it, unless it
+    /// was verified moments ago.
+    public func keyActivated() async {
+        await tick()
+    }
+
     public func snapshot() -> CheckerSnapshot {
         CheckerSnapshot(
             key: key, lastCheck: lastCheck, nextCheckAt: key?.state == .invalid ? nil : nextCheckAt,
@@ -151,6 +159,7 @@ public actor KeyChecker {
         }
         guard stripped?.id != key?.id else {
             key = stripped
+            hasSynced = true
             return
         }
         key = stripped
@@ -161,10 +170,21 @@ public actor KeyChecker {
         lastCheck = nil
         if let stripped {
             lastCheck = (try? await store.checks(keyID: stripped.id, limit: 1))?.first
-            nextCheckAt = stripped.state == .invalid ? nil : now
+            if stripped.state == .invalid {
+                nextCheckAt = nil
+            } else if hasSynced, stripped.state == .valid, let verified = stripped.lastVerifiedAt,
+                now.since(verified) < check.interval
+            {
+                // Activated while running and verified just before: the schedule starts
+                // from that verification. (At start, the first check is never skipped.)
+                nextCheckAt = verified.adding(timing.nextInterval())
+            } else {
+                nextCheckAt = now
+            }
         } else {
             nextCheckAt = nil
         }
+        hasSynced = true
     }
 
     // MARK: - Checking

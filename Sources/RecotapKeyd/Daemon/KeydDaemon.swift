@@ -7,12 +7,14 @@ import ServiceLifecycle
 /// ``build(configuration:logger:environment:notifier:client:clock:watchdogInterval:random:)``
 /// is the one place that wires the components together; the `recotap-keyd`
 /// executable and the tests both call it. Everything that can make the start fail —
-/// an unusable store, an unreadable CA file, a bad proxy — fails here, before systemd
+/// an unusable store, an unsafe spool directory, an unreadable CA file, a bad proxy —
+/// fails here, before systemd
 /// is told `READY=1`.
 public struct KeydDaemon: Sendable {
     public let configuration: KeydConfiguration
     public let store: KeyStore
     public let checker: KeyChecker
+    public let intake: SpoolIntake
     public let serviceGroup: ServiceGroup
 
     /// How often the scheduler's loop comes round at the least (and beats for the
@@ -44,6 +46,8 @@ public struct KeydDaemon: Sendable {
             apiClient = real
             closeClient = { await real.shutdown() }
         }
+        let spool = try SpoolDirectory(path: configuration.spool.directory)
+        let inotify = try InotifyWatch.descriptor(directory: spool.path)
         let readiness = Readiness()
         let progress = ProgressMonitor(start: clock.now)
         let checker = KeyChecker(
@@ -51,12 +55,18 @@ public struct KeydDaemon: Sendable {
             timing: CheckTiming(check: configuration.check, random: random),
             spoolDirectory: configuration.spool.directory, logger: logger, notifier: notifier)
 
+        let intake = SpoolIntake(
+            directory: spool, store: store, client: apiClient,
+            verifyBeforeActivate: configuration.spool.verifyBeforeActivate, clock: clock, logger: logger,
+            onActivated: { await checker.keyActivated() })
+
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: LifecycleService(
                 configuration: configuration, store: store, notifier: notifier, readiness: readiness, logger: logger)),
             .init(service: CheckSchedulerService(
                 checker: checker, clock: clock, readiness: readiness, progress: progress, heartbeat: heartbeat,
                 onStop: closeClient)),
+            .init(service: SpoolService(intake: intake, descriptor: inotify, readiness: readiness, logger: logger)),
         ]
         if let watchdogInterval {
             services.append(.init(service: WatchdogService(
@@ -71,7 +81,7 @@ public struct KeydDaemon: Sendable {
                 logger: logger
             )
         )
-        return KeydDaemon(configuration: configuration, store: store, checker: checker, serviceGroup: group)
+        return KeydDaemon(configuration: configuration, store: store, checker: checker, intake: intake, serviceGroup: group)
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully.

@@ -1,0 +1,146 @@
+import Foundation
+
+/// Why the spool directory cannot be used (a start-up error).
+public struct SpoolSetupError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public var description: String { message }
+}
+
+/// The spool directory on disk: its checks at start, the listing of candidate files,
+/// and `rejected/`.
+public struct SpoolDirectory: Sendable {
+    public let path: String
+    public var rejectedPath: String { path + "/rejected" }
+    /// How many refused files `rejected/` keeps (the newest).
+    public static let rejectedKept = 20
+
+    /// Creates the directory if missing (mode 2770) and `rejected/` (0700); refuses a
+    /// directory that is a symlink or world-writable.
+    public init(path: String) throws(SpoolSetupError) {
+        self.path = path
+        var info = stat()
+        if lstat(path, &info) != 0 {
+            do {
+                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            } catch {
+                throw SpoolSetupError(message: "spool.directory \(path): cannot create it: \(error.localizedDescription)")
+            }
+            chmod(path, 0o2770)  // explicit: the umask would drop the group bits
+            guard lstat(path, &info) == 0 else {
+                throw SpoolSetupError(message: "spool.directory \(path): cannot stat it after creating it")
+            }
+        }
+        let type = info.st_mode & S_IFMT
+        guard type != S_IFLNK else {
+            throw SpoolSetupError(message: "spool.directory \(path) is a symbolic link; refusing to watch it (use the real path)")
+        }
+        guard type == S_IFDIR else {
+            throw SpoolSetupError(message: "spool.directory \(path) exists and is not a directory")
+        }
+        guard info.st_mode & 0o002 == 0 else {
+            throw SpoolSetupError(
+                message: "spool.directory \(path) is world-writable (mode \(String(info.st_mode & 0o7777, radix: 8))): anyone could plant a key; make it 2770 with group recotap-key-admin")
+        }
+        var rejected = stat()
+        if lstat(rejectedPath, &rejected) != 0 {
+            guard mkdir(rejectedPath, 0o700) == 0 || errno == EEXIST else {
+                throw SpoolSetupError(message: "spool.directory \(path): cannot create rejected/: \(String(cString: strerror(errno)))")
+            }
+        } else if rejected.st_mode & S_IFMT != S_IFDIR {
+            throw SpoolSetupError(message: "spool.directory \(path): rejected/ exists and is not a directory")
+        }
+    }
+
+    /// Whether a name is one the daemon waits for: a name starting with `.` or ending
+    /// in `.tmp` or `~` is a file still being written, ignored until renamed.
+    public static func isCandidate(_ name: String) -> Bool {
+        !name.isEmpty && !name.hasPrefix(".") && !name.hasSuffix(".tmp") && !name.hasSuffix("~") && name != "rejected"
+    }
+
+    public struct Entry: Sendable, Equatable {
+        public var name: String
+        public var modified: timespec
+        public var inode: UInt64
+        public var size: Int64
+
+        public static func == (a: Entry, b: Entry) -> Bool {
+            a.name == b.name && a.inode == b.inode && a.size == b.size
+                && a.modified.tv_sec == b.modified.tv_sec && a.modified.tv_nsec == b.modified.tv_nsec
+        }
+    }
+
+    /// The candidate files, oldest modification first (then by name).
+    public func candidates() -> [Entry] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        var entries: [Entry] = []
+        for name in names where Self.isCandidate(name) {
+            var info = stat()
+            guard lstat(path + "/" + name, &info) == 0 else { continue }
+            entries.append(Entry(name: name, modified: info.st_mtim, inode: UInt64(info.st_ino), size: Int64(info.st_size)))
+        }
+        return entries.sorted {
+            ($0.modified.tv_sec, $0.modified.tv_nsec, $0.name) < ($1.modified.tv_sec, $1.modified.tv_nsec, $1.name)
+        }
+    }
+
+    /// Moves a refused file to `rejected/<UTC time>-<name>` (mode 0600) and keeps only
+    /// the newest ``rejectedKept``. Returns the new name, or why it could not be moved.
+    public func reject(_ name: String, at now: Date) -> Result<String, SpoolSetupError> {
+        let stamp = Self.stamp(now)
+        var target = "\(stamp)-\(name)"
+        var attempt = 1
+        while FileManager.default.fileExists(atPath: rejectedPath + "/" + target) {
+            attempt += 1
+            target = "\(stamp)-\(attempt)-\(name)"
+        }
+        guard rename(path + "/" + name, rejectedPath + "/" + target) == 0 else {
+            return .failure(SpoolSetupError(message: "cannot move it to rejected/: \(String(cString: strerror(errno)))"))
+        }
+        var info = stat()
+        if lstat(rejectedPath + "/" + target, &info) == 0, info.st_mode & S_IFMT != S_IFLNK {
+            chmod(rejectedPath + "/" + target, 0o600)
+        }
+        fsyncDirectory()
+        prune()
+        return .success(target)
+    }
+
+    /// Removes a file whose key is now safely in the store, then makes the removal
+    /// durable.
+    public func remove(_ name: String) -> Bool {
+        guard unlink(path + "/" + name) == 0 || errno == ENOENT else { return false }
+        fsyncDirectory()
+        return true
+    }
+
+    private func prune() {
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: rejectedPath)) ?? []).sorted()
+        guard names.count > Self.rejectedKept else { return }
+        for name in names.prefix(names.count - Self.rejectedKept) {
+            let victim = rejectedPath + "/" + name
+            var info = stat()
+            if lstat(victim, &info) == 0, info.st_mode & S_IFMT == S_IFDIR {
+                try? FileManager.default.removeItem(atPath: victim)
+            } else {
+                unlink(victim)
+            }
+        }
+    }
+
+    func fsyncDirectory() {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        fsync(fd)
+        close(fd)
+    }
+
+    static func stamp(_ date: Date) -> String {
+        var seconds = time_t(date.timeIntervalSince1970)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        let millis = Int(date.timeIntervalSince1970 * 1000) % 1000
+        return String(
+            format: "%04d%02d%02dT%02d%02d%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
+            parts.tm_hour, parts.tm_min, parts.tm_sec, millis)
+    }
+}

@@ -1,0 +1,204 @@
+import Foundation
+import Logging
+
+/// What became of one spool file.
+public enum SpoolVerdict: Sendable, Equatable {
+    case activated(fingerprint: String, state: KeyState)
+    /// The file held the key already active: removed, nothing else.
+    case alreadyActive
+    /// Refused; `movedTo` is its name in `rejected/`, nil when it could not be moved.
+    case rejected(reason: String, movedTo: String?)
+    /// Logged and left in place (the daemon cannot read or move it, or the store
+    /// failed); not looked at again until it changes.
+    case left(reason: String)
+    /// Gone before it could be read.
+    case vanished
+}
+
+/// Judges the files in the spool directory, one at a time, oldest first: reads each
+/// safely, verifies the key with the API (when `spool.verify_before_activate`), and
+/// either activates it — one durable SQLite transaction, and only then the file is
+/// removed — or moves the file to `rejected/` with the reason in the journal. The
+/// working key stays active through every refusal.
+public actor SpoolIntake {
+    private let directory: SpoolDirectory
+    private let store: KeyStore
+    private let client: any KeyCheckingClient
+    private let verifyBeforeActivate: Bool
+    private let clock: any SchedulerClock
+    private let logger: Logger
+    private let onActivated: @Sendable () async -> Void
+    /// Files logged and left, as they were then: not judged again until they change.
+    private var left: [String: SpoolDirectory.Entry] = [:]
+    public nonisolated var directoryPath: String { directory.path }
+
+    public init(
+        directory: SpoolDirectory, store: KeyStore, client: any KeyCheckingClient, verifyBeforeActivate: Bool,
+        clock: any SchedulerClock, logger: Logger, onActivated: @escaping @Sendable () async -> Void
+    ) {
+        self.directory = directory
+        self.store = store
+        self.client = client
+        self.verifyBeforeActivate = verifyBeforeActivate
+        self.clock = clock
+        self.logger = logger
+        self.onActivated = onActivated
+    }
+
+    /// Judges every candidate file now in the directory (at start, and after the
+    /// kernel's event queue overflowed), oldest modification first; the last good one
+    /// stays active.
+    @discardableResult
+    public func processAll() async -> [String: SpoolVerdict] {
+        await process(directory.candidates())
+    }
+
+    /// Judges the named files (those inotify reported finished), oldest modification
+    /// first. Only these: a file still being written by someone else is not touched
+    /// until its own close or rename says it is complete.
+    @discardableResult
+    public func process(names: Set<String>) async -> [String: SpoolVerdict] {
+        await process(directory.candidates().filter { names.contains($0.name) })
+    }
+
+    private func process(_ entries: [SpoolDirectory.Entry]) async -> [String: SpoolVerdict] {
+        var verdicts: [String: SpoolVerdict] = [:]
+        let present = Set(directory.candidates().map(\.name))
+        left = left.filter { present.contains($0.key) }
+        var activated = false
+        for entry in entries {
+            if let seen = left[entry.name], seen == entry { continue }
+            left[entry.name] = nil
+            let verdict = await judge(entry)
+            verdicts[entry.name] = verdict
+            if case .activated = verdict { activated = true }
+        }
+        if activated { await onActivated() }
+        return verdicts
+    }
+
+    private func judge(_ entry: SpoolDirectory.Entry) async -> SpoolVerdict {
+        let name = entry.name
+        let key: APIKey
+        switch SpoolFileReader.read(path: directory.path + "/" + name) {
+        case .vanished:
+            return .vanished
+        case .unreadable(let reason):
+            return leave(entry, reason: reason)
+        case .refused(let reason, let fingerprint):
+            return reject(entry, reason: reason, fingerprint: fingerprint)
+        case .key(let found):
+            key = found
+        }
+
+        let active: KeyRecord?
+        let known: KeyRecord?
+        do {
+            active = try await store.activeKey()
+            known = try await store.key(fingerprint: key.fingerprint)
+        } catch {
+            return leave(entry, reason: "the store failed: \(error)")
+        }
+        if active?.fingerprint == key.fingerprint {
+            // Already in force — also what a file looks like when the daemon died
+            // between committing its key and removing it.
+            _ = directory.remove(name)
+            logger.info(
+                "\(name) holds the key already active; removed",
+                metadata: [LogKey.spoolFile: .string(name), LogKey.keyFingerprint: .string(key.fingerprint)])
+            return .alreadyActive
+        }
+        if let known, known.state == .invalid {
+            let since = known.invalidSince.map { " since \($0.formatted(.iso8601))" } ?? ""
+            return reject(
+                entry, reason: "this key was already confirmed invalid\(since) (it has been regenerated); generate a new one",
+                fingerprint: key.fingerprint)
+        }
+
+        var state = KeyState.unverified
+        var verification: CheckResult?
+        if verifyBeforeActivate {
+            let result = await client.check(key)
+            verification = result
+            switch result.outcome {
+            case .valid:
+                state = .valid
+            case .invalid:
+                return reject(
+                    entry, reason: "refused by the API (HTTP 401: \(result.reason ?? "Unauthorized")): not a working key",
+                    fingerprint: key.fingerprint, result: result)
+            case .rejectedRequest:
+                return reject(
+                    entry,
+                    reason: "the API refused the verification request (\(result.reason ?? "HTTP \(result.httpStatus ?? 0)")); the current key stays",
+                    fingerprint: key.fingerprint, result: result)
+            case .unreachable, .rateLimited:
+                // The usual reason for a new key is that the old one was just
+                // regenerated: the old one is probably dead, so the new one goes in
+                // now and is verified at the next chance.
+                logger.notice(
+                    "cannot verify the key in \(name) now (\(result.reason ?? result.outcome.rawValue)); activating it unverified",
+                    metadata: [LogKey.spoolFile: .string(name), LogKey.keyFingerprint: .string(key.fingerprint)])
+            }
+        }
+
+        let activation: Activation
+        do {
+            activation = try await store.addAndActivate(
+                key, source: name, state: state, at: clock.now, retireReason: "replaced by \(name)")
+        } catch {
+            return leave(entry, reason: "the store failed: \(error)")
+        }
+        // The commit is durable (synchronous=FULL): only now may the file go.
+        if !directory.remove(name) {
+            logger.error(
+                "key from \(name) is active but the file cannot be removed: \(String(cString: strerror(errno)))",
+                metadata: [LogKey.spoolFile: .string(name)])
+            left[name] = entry
+        }
+        var metadata: Logger.Metadata = [
+            LogKey.keyFingerprint: .string(key.fingerprint),
+            LogKey.keyVersion: .stringConvertible(activation.activated.id),
+            LogKey.spoolFile: .string(name),
+            "key.state": .string(state.rawValue),
+        ]
+        if let previous = activation.retired { metadata["key.previous_fingerprint"] = .string(previous.fingerprint) }
+        if let verification { metadata.merge(KeyChecker.metadata(for: verification)) { _, new in new } }
+        let replacing = activation.retired.map { ", replacing \($0.fingerprint)" } ?? ""
+        logger.event(
+            .keyActivated,
+            "key \(key.fingerprint) from \(name) is now active (\(state == .valid ? "verified" : "not yet verified")\(replacing))",
+            metadata: metadata)
+        return .activated(fingerprint: key.fingerprint, state: state)
+    }
+
+    private func reject(
+        _ entry: SpoolDirectory.Entry, reason: String, fingerprint: String?, result: CheckResult? = nil
+    ) -> SpoolVerdict {
+        var metadata: Logger.Metadata = [LogKey.spoolFile: .string(entry.name), LogKey.reason: .string(reason)]
+        if let fingerprint { metadata[LogKey.keyFingerprint] = .string(fingerprint) }
+        if let status = result?.httpStatus { metadata[LogKey.httpStatus] = .stringConvertible(status) }
+        switch directory.reject(entry.name, at: clock.now) {
+        case .success(let target):
+            metadata["spool.rejected_as"] = .string("rejected/" + target)
+            logger.event(
+                .spoolRejected, "refused \(entry.name): \(reason); moved to rejected/\(target); the current key stays",
+                metadata: metadata)
+            return .rejected(reason: reason, movedTo: target)
+        case .failure(let error):
+            left[entry.name] = entry
+            logger.event(
+                .spoolRejected, "refused \(entry.name): \(reason); \(error.message), so it stays where it is; the current key stays",
+                metadata: metadata)
+            return .rejected(reason: reason, movedTo: nil)
+        }
+    }
+
+    private func leave(_ entry: SpoolDirectory.Entry, reason: String) -> SpoolVerdict {
+        left[entry.name] = entry
+        logger.error(
+            "cannot process \(entry.name): \(reason); left in place, and looked at again only when it changes",
+            metadata: [LogKey.spoolFile: .string(entry.name), LogKey.reason: .string(reason)])
+        return .left(reason: reason)
+    }
+}
