@@ -113,10 +113,17 @@ public struct SpoolDirectory: Sendable {
         return true
     }
 
+    /// Keeps the newest ``rejectedKept`` by the time they were moved there (the
+    /// change time a rename sets; the name's stamp has only millisecond resolution).
     private func prune() {
-        let names = ((try? FileManager.default.contentsOfDirectory(atPath: rejectedPath)) ?? []).sorted()
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: rejectedPath)) ?? []
         guard names.count > Self.rejectedKept else { return }
-        for name in names.prefix(names.count - Self.rejectedKept) {
+        let byAge = names.map { name -> (name: String, changed: timespec) in
+            var info = stat()
+            lstat(rejectedPath + "/" + name, &info)
+            return (name, info.st_ctim)
+        }.sorted { ($0.changed.tv_sec, $0.changed.tv_nsec, $0.name) < ($1.changed.tv_sec, $1.changed.tv_nsec, $1.name) }
+        for (name, _) in byAge.prefix(names.count - Self.rejectedKept) {
             let victim = rejectedPath + "/" + name
             var info = stat()
             if lstat(victim, &info) == 0, info.st_mode & S_IFMT == S_IFDIR {
