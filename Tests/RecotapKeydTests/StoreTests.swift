@@ -10,22 +10,6 @@ private let keyA = APIKey(secret: "rtk_store_test_key_AAAAAAAAAAAAAAAA")
 private let keyB = APIKey(secret: "rtk_store_test_key_BBBBBBBBBBBBBBBB")
 private let keyC = APIKey(secret: "rtk_store_test_key_CCCCCCCCCCCCCCCC")
 
-/// Runs SQL on a store file behind the store's back (to plant a newer schema, read raw
-/// values), through the C API directly.
-private func rawSQL(_ path: String, _ sql: String) -> [String] {
-    var db: OpaquePointer?
-    guard sqlite3_open(path, &db) == SQLITE_OK else { return [] }
-    defer { sqlite3_close(db) }
-    var statement: OpaquePointer?
-    guard sqlite3_prepare_v2(db, sql, -1, &statement, nil) == SQLITE_OK else { return [] }
-    defer { sqlite3_finalize(statement) }
-    var rows: [String] = []
-    while sqlite3_step(statement) == SQLITE_ROW {
-        rows.append(sqlite3_column_text(statement, 0).map { String(cString: $0) } ?? "NULL")
-    }
-    return rows
-}
-
 private func fileContains(_ path: String, _ needle: String) -> Bool {
     guard let data = FileManager.default.contents(atPath: path) else { return false }
     return data.range(of: Data(needle.utf8)) != nil
