@@ -81,6 +81,7 @@ let package = Package(
                 "RecotapKeyd",
                 "RecotapAPIMock",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import RecotapAPIMock
 import RecotapKeyd
 
@@ -15,7 +16,15 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Checks to measure (after 50 for warm-up).")
     var checks = 2000
 
+    @Option(help: "Spool activations to measure (0 skips): rename of a key file into the spool until the file is gone (read, verified with the API, committed durably, removed).")
+    var activations = 200
+
     func run() async throws {
+        try await measureChecks()
+        if activations > 0 { try await measureActivations() }
+    }
+
+    func measureChecks() async throws {
         let key = APIKey(secret: "rtk_benchmark_key_" + UUID().uuidString)
         let mock = try await MockRecotapAPI.start()
         mock.setValidKeys([key.revealSecret()])
@@ -44,6 +53,46 @@ struct BenchCommand: AsyncParsableCommand {
         print(String(format: "checks: %d over %.2f s wall, one connection (mock opened %d)", checks, wall.seconds, mock.connectionCount))
         print(String(format: "latency ms: mean %.3f  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f", mean, percentile(0.5), percentile(0.9), percentile(0.99), latencies.last ?? 0))
         print(String(format: "process CPU per check (client + in-process mock): %.1f µs", cpu / Double(checks) * 1e6))
+    }
+
+    /// The daemon as the executable builds it (real inotify, real SQLite with
+    /// synchronous=FULL, real API client) in a temporary directory, against the mock.
+    func measureActivations() async throws {
+        let mock = try await MockRecotapAPI.start()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keyd-bench-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var configuration = KeydConfiguration.defaults
+        configuration.api.baseURL = mock.baseURL
+        configuration.spool.directory = directory + "/spool"
+        configuration.store.path = directory + "/state/keyd.sqlite3"
+        configuration.check.interval = .seconds(3600)
+        let daemon = try KeydDaemon.build(
+            configuration: configuration, logger: Logger(label: "bench") { _ in SwiftLogNoOpLogHandler() },
+            notifier: SystemdNotifier { _ in true }, watchdogInterval: nil)
+        let running = Task { try await daemon.run() }
+        try await Task.sleep(for: .milliseconds(300))
+
+        var latencies: [Double] = []
+        for index in 0..<(activations + 10) {
+            let key = "rtk_bench_activation_\(index)_\(UUID().uuidString)"
+            mock.addValidKey(key)
+            let hidden = configuration.spool.directory + "/.next.key"
+            let target = configuration.spool.directory + "/next.key"
+            try Data(key.utf8).write(to: URL(fileURLWithPath: hidden))
+            chmod(hidden, 0o640)
+            let start = ContinuousClock.now
+            rename(hidden, target)
+            while access(target, F_OK) == 0 { usleep(50) }
+            let elapsed = ContinuousClock.now - start
+            if index >= 10 { latencies.append(elapsed.seconds * 1000) }
+        }
+        await daemon.serviceGroup.triggerGracefulShutdown()
+        try await running.value
+        try await mock.shutdown()
+        latencies.sort()
+        func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+        print(String(format: "spool activation (rename → file gone), %d keys: mean %.2f ms  p50 %.2f  p90 %.2f  p99 %.2f  max %.2f",
+            latencies.count, latencies.reduce(0, +) / Double(latencies.count), percentile(0.5), percentile(0.9), percentile(0.99), latencies.last ?? 0))
     }
 
     static func cpuSeconds() -> Double {
