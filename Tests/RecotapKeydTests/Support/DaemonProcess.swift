@@ -61,9 +61,15 @@ final class DaemonProcess {
         var text: String { data.withLock { String(decoding: $0, as: UTF8.self) } }
     }
 
-    init(arguments: [String], environment: [String: String]) throws {
-        process.executableURL = URL(fileURLWithPath: productsDirectory + "/recotap-keyd")
-        process.arguments = arguments
+    /// `wrapper`: a command that runs the daemon, e.g. `setpriv --reuid=65534 …`.
+    init(arguments: [String], environment: [String: String], wrapper: [String] = []) throws {
+        if let command = wrapper.first {
+            process.executableURL = URL(fileURLWithPath: command)
+            process.arguments = Array(wrapper.dropFirst()) + [productsDirectory + "/recotap-keyd"] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: productsDirectory + "/recotap-keyd")
+            process.arguments = arguments
+        }
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("RECOTAP_KEYD_") && $0.key != "NOTIFY_SOCKET" && $0.key != "JOURNAL_STREAM" }
         env.merge(environment) { _, new in new }
         process.environment = env

@@ -1,0 +1,63 @@
+import Foundation
+import Testing
+
+@testable import RecotapKeyd
+
+/// Root, setpriv, and a build directory that `nobody` can reach (a checkout under a
+/// private home directory is not).
+private let canDropPrivileges: Bool = {
+    guard geteuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else { return false }
+    let probe = Process()
+    probe.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+    probe.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/test", "-x", productsDirectory + "/recotap-keyd"]
+    guard (try? probe.run()) != nil else { return false }
+    probe.waitUntilExit()
+    return probe.terminationStatus == 0
+}()
+
+@Suite("Spool permissions (the binary as an unprivileged user)", .serialized)
+struct PermissionTests {
+    /// Root reads everything, so this runs the daemon as `nobody` through setpriv.
+    @Test(
+        "a file the daemon's user cannot read is refused as permission denied, saying what mode would work",
+        .enabled(if: canDropPrivileges, "needs root, setpriv (util-linux) and a build directory nobody can reach, to run the daemon as nobody"))
+    func permissionDenied() throws {
+        let dir = try TemporaryDirectory()
+        chmod(dir.path, 0o755)
+        let config = try writeTestConfiguration(in: dir)
+        for sub in ["spool", "state"] {
+            try FileManager.default.createDirectory(atPath: dir.file(sub), withIntermediateDirectories: true)
+            chown(dir.file(sub), 65534, 65534)
+        }
+        chmod(dir.file("spool"), 0o2770)
+        chmod(dir.file("state"), 0o700)
+        let notify = try NotifySocket(path: dir.file("notify.sock"))
+        chmod(notify.path, 0o666)
+        let daemon = try DaemonProcess(
+            arguments: ["--config", config], environment: ["NOTIFY_SOCKET": notify.path],
+            wrapper: ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+        #expect(notify.waitFor("READY=1") != nil, "\(daemon.output)")
+
+        let path = dir.file("spool/secret.key")
+        try Data("rtk_unreadable_by_daemon_01\n".utf8).write(to: URL(fileURLWithPath: path))
+        chmod(path, 0o600)  // root's, 0600: nobody cannot read it
+        let refused = try eventuallySync { daemon.output.contains("event=SPOOL_REJECTED") }
+        #expect(refused, "\(daemon.output)")
+        #expect(daemon.output.contains("permission denied: the daemon (uid 65534) cannot read it"))
+        #expect(daemon.output.contains("mode 0640 and group recotap-key-admin"))
+        let rejected = try FileManager.default.contentsOfDirectory(atPath: dir.file("spool/rejected"))
+        #expect(rejected.count == 1 && rejected[0].hasSuffix("Z-secret.key"))
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit() == 0)
+    }
+}
+
+/// Polls `condition` (real time) for up to 10 s.
+func eventuallySync(timeout: Duration = .seconds(10), _ condition: () -> Bool) throws -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if condition() { return true }
+        usleep(10_000)
+    }
+    return false
+}
