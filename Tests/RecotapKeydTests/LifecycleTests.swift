@@ -81,6 +81,17 @@ struct LifecycleTests {
         #expect(daemon.output.contains("api.ca_file"))
     }
 
+    @Test("a world-writable spool directory stops the start with 78 before READY=1")
+    func unsafeSpool() throws {
+        let dir = try TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir.file("spool"), withIntermediateDirectories: true)
+        chmod(dir.file("spool"), 0o777)
+        let (daemon, notify) = try start(in: dir)
+        #expect(daemon.waitForExit() == 78)
+        #expect(notify.receive(timeout: .milliseconds(200)) == nil)
+        #expect(daemon.output.contains("world-writable"))
+    }
+
     @Test("--check-config exits 0 for a good file and 78 naming the key for a bad one")
     func checkConfig() throws {
         let dir = try TemporaryDirectory()

@@ -3,27 +3,22 @@ import Testing
 
 @testable import RecotapKeyd
 
-/// Root, setpriv, and a build directory that `nobody` can reach (a checkout under a
-/// private home directory is not).
-private let canDropPrivileges: Bool = {
-    guard geteuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else { return false }
-    let probe = Process()
-    probe.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-    probe.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/test", "-x", productsDirectory + "/recotap-keyd"]
-    guard (try? probe.run()) != nil else { return false }
-    probe.waitUntilExit()
-    return probe.terminationStatus == 0
-}()
+private let canDropPrivileges = geteuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")
 
 @Suite("Spool permissions (the binary as an unprivileged user)", .serialized)
 struct PermissionTests {
     /// Root reads everything, so this runs the daemon as `nobody` through setpriv.
     @Test(
         "a file the daemon's user cannot read is refused as permission denied, saying what mode would work",
-        .enabled(if: canDropPrivileges, "needs root, setpriv (util-linux) and a build directory nobody can reach, to run the daemon as nobody"))
+        .enabled(if: canDropPrivileges, "needs root and setpriv (util-linux) to run the daemon as nobody"))
     func permissionDenied() throws {
         let dir = try TemporaryDirectory()
         chmod(dir.path, 0o755)
+        // A copy of the binary where nobody can reach it (the build directory may be
+        // under a private directory).
+        let binary = dir.file("recotap-keyd")
+        try FileManager.default.copyItem(atPath: productsDirectory + "/recotap-keyd", toPath: binary)
+        chmod(binary, 0o755)
         let config = try writeTestConfiguration(in: dir)
         for sub in ["spool", "state"] {
             try FileManager.default.createDirectory(atPath: dir.file(sub), withIntermediateDirectories: true)
@@ -35,7 +30,7 @@ struct PermissionTests {
         chmod(notify.path, 0o666)
         let daemon = try DaemonProcess(
             arguments: ["--config", config], environment: ["NOTIFY_SOCKET": notify.path],
-            wrapper: ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+            wrapper: ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"], executable: binary)
         #expect(notify.waitFor("READY=1") != nil, "\(daemon.output)")
 
         let path = dir.file("spool/secret.key")

@@ -237,6 +237,22 @@ struct SpoolIntakeTests {
         #expect(h.client.calls.isEmpty)
     }
 
+    @Test("a file still open for writing is not read until it is closed")
+    func stillBeingWritten() async throws {
+        let h = try await SpoolHarness()
+        let key = APIKey(secret: "rtk_written_while_scanned_01")
+        let path = h.spool.path + "/slow.key"
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o640)
+        #expect(fd >= 0)
+        _ = Array("rtk_writ".utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        #expect(await h.intake.processAll()["slow.key"] == .stillBeingWritten)
+        #expect(h.remaining == ["slow.key"])
+        #expect(h.rejections().isEmpty)
+        _ = Array("ten_while_scanned_01\n".utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        #expect(await h.intake.processAll()["slow.key"] == .activated(fingerprint: key.fingerprint, state: .valid))
+    }
+
     @Test("names starting with . or ending in .tmp or ~ are ignored until renamed")
     func ignoredNames() async throws {
         let h = try await SpoolHarness()

@@ -32,6 +32,10 @@ public struct KeydDaemon: Sendable {
         random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }
     ) throws -> KeydDaemon {
         let store = try KeyStore(path: configuration.store.path)
+        let spool = try SpoolDirectory(path: configuration.spool.directory)
+        let inotify = try InotifyWatch.descriptor(directory: spool.path)
+        // The HTTP client is created last of all that can fail: AsyncHTTPClient insists
+        // on a shutdown before it goes away, and nothing below throws.
         let apiClient: any KeyCheckingClient
         let closeClient: @Sendable () async -> Void
         if let client {
@@ -46,8 +50,6 @@ public struct KeydDaemon: Sendable {
             apiClient = real
             closeClient = { await real.shutdown() }
         }
-        let spool = try SpoolDirectory(path: configuration.spool.directory)
-        let inotify = try InotifyWatch.descriptor(directory: spool.path)
         let readiness = Readiness()
         let progress = ProgressMonitor(start: clock.now)
         let checker = KeyChecker(

@@ -9,6 +9,9 @@ public enum SpoolRead: Sendable, Equatable {
     case refused(reason: String, fingerprint: String?)
     /// Gone before it could be read (renamed or removed meanwhile): nothing to do.
     case vanished
+    /// Another process still has it open for writing: not read now; its close will
+    /// bring it back.
+    case stillBeingWritten
     /// Could not be read for a reason that is not the file's fault (I/O error, out of
     /// descriptors): logged and left.
     case unreadable(String)
@@ -19,6 +22,9 @@ public enum SpoolRead: Sendable, Equatable {
 /// file swapped in between the check and the read cannot fool it.
 public enum SpoolFileReader {
     public static let maximumSize = 4096
+    /// `F_SETLEASE` (`F_LINUX_SPECIFIC_BASE + 0`) is behind `_GNU_SOURCE`, which
+    /// Swift's Glibc module does not define.
+    static let setLease: Int32 = 1024
 
     public static func read(path: String) -> SpoolRead {
         let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
@@ -52,6 +58,15 @@ public enum SpoolFileReader {
         }
         guard info.st_size <= maximumSize else {
             return .refused(reason: "too large (\(info.st_size) bytes; a key file holds at most 4 KiB)", fingerprint: nil)
+        }
+        // A read lease is refused (EAGAIN) while any process has the file open for
+        // writing: the kernel's own answer to "is it complete?". It needs the file's
+        // owner or CAP_LEASE; when the daemon may not take one, the inotify events
+        // (judge on close or rename) are what keeps half-written files out.
+        if fcntl(fd, setLease, Int32(F_RDLCK)) == 0 {
+            _ = fcntl(fd, setLease, Int32(F_UNLCK))
+        } else if errno == EAGAIN {
+            return .stillBeingWritten
         }
         var bytes = [UInt8](repeating: 0, count: maximumSize + 1)
         var count = 0

@@ -13,6 +13,8 @@ public enum SpoolVerdict: Sendable, Equatable {
     case left(reason: String)
     /// Gone before it could be read.
     case vanished
+    /// Still open for writing by someone: left for its close event.
+    case stillBeingWritten
 }
 
 /// Judges the files in the spool directory, one at a time, oldest first: reads each
@@ -83,6 +85,8 @@ public actor SpoolIntake {
         switch SpoolFileReader.read(path: directory.path + "/" + name) {
         case .vanished:
             return .vanished
+        case .stillBeingWritten:
+            return .stillBeingWritten
         case .unreadable(let reason):
             return leave(entry, reason: reason)
         case .refused(let reason, let fingerprint):

@@ -61,13 +61,17 @@ final class DaemonProcess {
         var text: String { data.withLock { String(decoding: $0, as: UTF8.self) } }
     }
 
-    /// `wrapper`: a command that runs the daemon, e.g. `setpriv --reuid=65534 …`.
-    init(arguments: [String], environment: [String: String], wrapper: [String] = []) throws {
+    /// `wrapper`: a command that runs the daemon, e.g. `setpriv --reuid=65534 …`;
+    /// `executable`: another copy of the binary.
+    init(
+        arguments: [String], environment: [String: String], wrapper: [String] = [],
+        executable: String = productsDirectory + "/recotap-keyd"
+    ) throws {
         if let command = wrapper.first {
             process.executableURL = URL(fileURLWithPath: command)
-            process.arguments = Array(wrapper.dropFirst()) + [productsDirectory + "/recotap-keyd"] + arguments
+            process.arguments = Array(wrapper.dropFirst()) + [executable] + arguments
         } else {
-            process.executableURL = URL(fileURLWithPath: productsDirectory + "/recotap-keyd")
+            process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = arguments
         }
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("RECOTAP_KEYD_") && $0.key != "NOTIFY_SOCKET" && $0.key != "JOURNAL_STREAM" }
