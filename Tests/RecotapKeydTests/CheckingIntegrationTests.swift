@@ -4,17 +4,6 @@ import Testing
 
 @testable import RecotapKeyd
 
-/// Polls `condition` every 50 ms until it holds or `timeout` passes; returns the time
-/// it took, or nil.
-private func waitUntil(timeout: Duration, _ condition: () -> Bool) async -> Duration? {
-    let start = ContinuousClock.now
-    while ContinuousClock.now - start < timeout {
-        if condition() { return ContinuousClock.now - start }
-        try? await Task.sleep(for: .milliseconds(50))
-    }
-    return nil
-}
-
 @Suite("Checking, end to end (the real binary against the mock API)", .serialized)
 struct CheckingIntegrationTests {
     static let interval = 10  // seconds: the smallest check.interval allowed

@@ -39,10 +39,7 @@ private struct Harness {
     }
 
     /// Journal entries with this event's MESSAGE_ID, as field dictionaries.
-    func events(_ event: KeydEvent) -> [[String: String]] {
-        capture.journalEntries.map { Dictionary($0.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a }) }
-            .filter { $0["MESSAGE_ID"] == event.messageID }
-    }
+    func events(_ event: KeydEvent) -> [[String: String]] { capture.events(event) }
 
     /// Ticks, advances the clock to the returned wake time (at most `limit`), repeats
     /// until `total` has passed.

@@ -33,9 +33,12 @@ struct PermissionTests {
             wrapper: ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"], executable: binary)
         #expect(notify.waitFor("READY=1") != nil, "\(daemon.output)")
 
-        let path = dir.file("spool/secret.key")
-        try Data("rtk_unreadable_by_daemon_01\n".utf8).write(to: URL(fileURLWithPath: path))
-        chmod(path, 0o600)  // root's, 0600: nobody cannot read it
+        // root's, 0600 from the start (then renamed in): nobody cannot read it.
+        let hidden = dir.file("spool/.secret.key")
+        let fd = open(hidden, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        _ = Array("rtk_unreadable_by_daemon_01\n".utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        rename(hidden, dir.file("spool/secret.key"))
         let refused = try eventuallySync { daemon.output.contains("event=SPOOL_REJECTED") }
         #expect(refused, "\(daemon.output)")
         #expect(daemon.output.contains("permission denied: the daemon (uid 65534) cannot read it"))
@@ -45,14 +48,4 @@ struct PermissionTests {
         daemon.signal(SIGTERM)
         #expect(daemon.waitForExit() == 0)
     }
-}
-
-/// Polls `condition` (real time) for up to 10 s.
-func eventuallySync(timeout: Duration = .seconds(10), _ condition: () -> Bool) throws -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if condition() { return true }
-        usleep(10_000)
-    }
-    return false
 }

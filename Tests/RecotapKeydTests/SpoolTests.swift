@@ -40,10 +40,7 @@ private struct SpoolHarness {
     var remaining: [String] { spool.candidates().map(\.name) }
     var activeFingerprint: String? { get async throws { try await store.activeKey()?.fingerprint } }
 
-    func rejections() -> [[String: String]] {
-        capture.journalEntries.map { Dictionary($0.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a }) }
-            .filter { $0["MESSAGE_ID"] == KeydEvent.spoolRejected.messageID }
-    }
+    func rejections() -> [[String: String]] { capture.events(.spoolRejected) }
 
     /// Processes `name` and checks it was refused for `reason`: moved to rejected/
     /// (0600), logged as SPOOL_REJECTED, and the working key still active.

@@ -5,16 +5,6 @@ import Testing
 
 @testable import RecotapKeyd
 
-/// Polls `condition` until it holds or `timeout` passes.
-func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async throws -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(5))
-    }
-    return false
-}
-
 /// The daemon in-process (real inotify, real store, real API client) against the mock.
 private struct WatchHarness {
     let dir: TemporaryDirectory
@@ -43,10 +33,7 @@ private struct WatchHarness {
 
     func activeFingerprint() async throws -> String? { try await daemon.store.activeKey()?.fingerprint }
 
-    func events(_ event: KeydEvent) -> [[String: String]] {
-        capture.journalEntries.map { Dictionary($0.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a }) }
-            .filter { $0["MESSAGE_ID"] == event.messageID }
-    }
+    func events(_ event: KeydEvent) -> [[String: String]] { capture.events(event) }
 
     /// Writes to a hidden name, then renames into place: the way to drop a key.
     func drop(_ name: String, _ content: String) throws {

@@ -34,6 +34,12 @@ final class Capture: Sendable {
     var console: @Sendable (String) -> Void { { line in self.lines.withLock { $0.append(line) } } }
     var journal: JournalSink { JournalSink { fields in self.entries.withLock { $0.append(fields) } } }
 
+    /// The journal entries of one event (by MESSAGE_ID), as field dictionaries.
+    func events(_ event: KeydEvent) -> [[String: String]] {
+        journalEntries.map { Dictionary($0.map { ($0.name, $0.value) }, uniquingKeysWith: { first, _ in first }) }
+            .filter { $0["MESSAGE_ID"] == event.messageID }
+    }
+
     /// Everything captured, as one text, for "never appears" checks.
     var everything: String {
         (consoleLines + journalEntries.flatMap { $0.map(\.description) }).joined(separator: "\n")
