@@ -52,7 +52,7 @@ public actor SpoolIntake {
     /// stays active.
     @discardableResult
     public func processAll() async -> [String: SpoolVerdict] {
-        await process(directory.candidates())
+        await process(directory.candidates(), only: nil)
     }
 
     /// Judges the named files (those inotify reported finished), oldest modification
@@ -60,13 +60,13 @@ public actor SpoolIntake {
     /// until its own close or rename says it is complete.
     @discardableResult
     public func process(names: Set<String>) async -> [String: SpoolVerdict] {
-        await process(directory.candidates().filter { names.contains($0.name) })
+        await process(directory.candidates(), only: names)
     }
 
-    private func process(_ entries: [SpoolDirectory.Entry]) async -> [String: SpoolVerdict] {
+    private func process(_ candidates: [SpoolDirectory.Entry], only names: Set<String>?) async -> [String: SpoolVerdict] {
         var verdicts: [String: SpoolVerdict] = [:]
-        let present = Set(directory.candidates().map(\.name))
-        left = left.filter { present.contains($0.key) }
+        left = left.filter { name, _ in candidates.contains { $0.name == name } }
+        let entries = names.map { names in candidates.filter { names.contains($0.name) } } ?? candidates
         var activated = false
         for entry in entries {
             if let seen = left[entry.name], seen == entry { continue }
