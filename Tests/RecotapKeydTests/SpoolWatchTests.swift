@@ -14,7 +14,10 @@ private struct WatchHarness {
     let capture = Capture()
     var spool: String { daemon.configuration.spool.directory }
 
-    init(validKeys: [APIKey] = [], prepare: (TemporaryDirectory) throws -> Void = { _ in }) async throws {
+    init(
+        validKeys: [APIKey] = [], client: (any KeyCheckingClient)? = nil,
+        prepare: (TemporaryDirectory) throws -> Void = { _ in }
+    ) async throws {
         dir = try TemporaryDirectory()
         mock = try await MockRecotapAPI.start()
         mock.setValidKeys(validKeys.map { $0.revealSecret() })
@@ -25,7 +28,8 @@ private struct WatchHarness {
         ).load()
         let capture = self.capture
         let logger = Logger(label: "test") { _ in JournalLogHandler(identifier: "recotap-keyd", level: .info, sink: capture.journal) }
-        daemon = try KeydDaemon.build(configuration: config, logger: logger, notifier: capture.notifier, watchdogInterval: nil)
+        daemon = try KeydDaemon.build(
+            configuration: config, logger: logger, notifier: capture.notifier, client: client, watchdogInterval: nil)
         let daemon = self.daemon
         running = Task { try await daemon.run() }
         _ = await capture.waitForNotification("READY=1")
@@ -60,8 +64,8 @@ struct SpoolWatchTests {
         try h.drop("new.key", key.revealSecret() + "\n")
         #expect(try await eventually { try await h.activeFingerprint() == key.fingerprint })
         #expect(try await eventually { !FileManager.default.fileExists(atPath: h.spool + "/new.key") })
-        #expect(h.events(.keyActivated).count == 1)
-        #expect(h.capture.notifications.contains { $0.hasPrefix("STATUS=key \(key.fingerprint) valid") })
+        #expect(try await eventually { h.events(.keyActivated).count == 1 })
+        #expect(try await eventually { h.capture.notifications.contains { $0.hasPrefix("STATUS=key \(key.fingerprint) valid") } })
         try await h.stop()
     }
 
@@ -135,6 +139,30 @@ struct SpoolWatchTests {
         #expect(try await h.daemon.store.activeKey()?.state == .unverified)
         h.mock.clearFaults()
         #expect(try await eventually(timeout: .seconds(15)) { try await h.daemon.store.activeKey()?.state == .valid })
+        try await h.stop()
+    }
+
+    @Test("when the kernel's event queue overflows, the directory is rescanned and nothing is lost")
+    func queueOverflow() async throws {
+        let client = ScriptedClient(clock: SystemSchedulerClock())
+        let h = try await WatchHarness(client: client)
+        let first = APIKey(secret: "rtk_before_the_overflow_01")
+        let second = APIKey(secret: "rtk_lost_in_the_overflow_02")
+        client.hold()  // the intake stays busy verifying the first key
+        try h.drop("first.key", first.revealSecret())
+        #expect(try await eventually { client.calls.count == 1 })
+        // Meanwhile: far more events than the kernel's queue (16384 by default) and
+        // SwiftNIO's read-ahead together hold; the second key's event is among the lost.
+        let limit = Int((try? String(contentsOfFile: "/proc/sys/fs/inotify/max_queued_events", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? "16384") ?? 16384
+        for index in 0..<(limit * 3) {
+            let fd = open(h.spool + "/.noise-\(index)", O_WRONLY | O_CREAT, 0o640)
+            close(fd)
+        }
+        try h.drop("second.key", second.revealSecret())
+        client.release()
+        #expect(try await eventually(timeout: .seconds(30)) { try await h.activeFingerprint() == second.fingerprint })
+        #expect(h.capture.journalEntries.contains { $0.contains(JournalField("MESSAGE", "inotify queue overflowed: rescanning the spool directory")) })
         try await h.stop()
     }
 }

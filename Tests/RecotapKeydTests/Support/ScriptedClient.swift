@@ -15,6 +15,8 @@ final class ScriptedClient: KeyCheckingClient, Sendable {
         var fallback = CheckResult(outcome: .valid, httpStatus: 200, latency: .milliseconds(20))
         var calls: [Call] = []
         var hang = false
+        var held = false
+        var waiting: [CheckedContinuation<Void, Never>] = []
     }
     private let state = Mutex(State())
     private let clock: any SchedulerClock
@@ -36,6 +38,18 @@ final class ScriptedClient: KeyCheckingClient, Sendable {
     /// From now on, calls never return (until cancelled): a stalled scheduler.
     func hang() { state.withLock { $0.hang = true } }
 
+    /// Calls wait (after being recorded) until ``release()``.
+    func hold() { state.withLock { $0.held = true } }
+
+    func release() {
+        let waiting = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.held = false
+            defer { state.waiting.removeAll() }
+            return state.waiting
+        }
+        for continuation in waiting { continuation.resume() }
+    }
+
     func check(_ key: APIKey) async -> CheckResult {
         let (answer, hang) = state.withLock { state -> (CheckResult, Bool) in
             state.calls.append(Call(at: clock.now, fingerprint: key.fingerprint))
@@ -45,6 +59,13 @@ final class ScriptedClient: KeyCheckingClient, Sendable {
         if hang {
             try? await Task.sleep(for: .seconds(3600))
             return CheckResult(outcome: .unreachable, reason: "cancelled")
+        }
+        await withCheckedContinuation { continuation in
+            let wait = state.withLock { state -> Bool in
+                if state.held { state.waiting.append(continuation) }
+                return state.held
+            }
+            if !wait { continuation.resume() }
         }
         return answer
     }
