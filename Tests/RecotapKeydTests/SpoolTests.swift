@@ -250,6 +250,22 @@ struct SpoolIntakeTests {
         #expect(await h.intake.processAll()["slow.key"] == .activated(fingerprint: key.fingerprint, state: .valid))
     }
 
+    @Test("the scan at start leaves files modified after the watch began to their own events")
+    func startScanCutoff() async throws {
+        let h = try await SpoolHarness()
+        let older = APIKey(secret: "rtk_closed_before_the_watch")
+        try h.write("older.key", older.revealSecret())
+        try h.write("newer.key", "rtk_still_being_written_maybe")
+        let now = Int(Date().timeIntervalSince1970)
+        var past = [timespec(tv_sec: now - 60, tv_nsec: 0), timespec(tv_sec: now - 60, tv_nsec: 0)]
+        utimensat(AT_FDCWD, h.spool.path + "/older.key", &past, 0)
+        var future = [timespec(tv_sec: now + 60, tv_nsec: 0), timespec(tv_sec: now + 60, tv_nsec: 0)]
+        utimensat(AT_FDCWD, h.spool.path + "/newer.key", &future, 0)
+        let verdicts = await h.intake.processAll(modifiedBefore: Date())
+        #expect(verdicts.keys.sorted() == ["older.key"])
+        #expect(h.remaining == ["newer.key"])
+    }
+
     @Test("names starting with . or ending in .tmp or ~ are ignored until renamed")
     func ignoredNames() async throws {
         let h = try await SpoolHarness()

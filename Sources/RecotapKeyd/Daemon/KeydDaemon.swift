@@ -34,6 +34,7 @@ public struct KeydDaemon: Sendable {
         let store = try KeyStore(path: configuration.store.path)
         let spool = try SpoolDirectory(path: configuration.spool.directory)
         let inotify = try InotifyWatch.descriptor(directory: spool.path)
+        let watchingSince = Date()
         // The HTTP client is created last of all that can fail: AsyncHTTPClient insists
         // on a shutdown before it goes away, and nothing below throws.
         let apiClient: any KeyCheckingClient
@@ -68,7 +69,8 @@ public struct KeydDaemon: Sendable {
             .init(service: CheckSchedulerService(
                 checker: checker, clock: clock, readiness: readiness, progress: progress, heartbeat: heartbeat,
                 onStop: closeClient)),
-            .init(service: SpoolService(intake: intake, descriptor: inotify, readiness: readiness, logger: logger)),
+            .init(service: SpoolService(
+                intake: intake, descriptor: inotify, watchingSince: watchingSince, readiness: readiness, logger: logger)),
         ]
         if let watchdogInterval {
             services.append(.init(service: WatchdogService(

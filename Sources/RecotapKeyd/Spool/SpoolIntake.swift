@@ -50,9 +50,19 @@ public actor SpoolIntake {
     /// Judges every candidate file now in the directory (at start, and after the
     /// kernel's event queue overflowed), oldest modification first; the last good one
     /// stays active.
+    ///
+    /// `modifiedBefore`: at start, only files last modified before the inotify watch
+    /// existed (plus a little slack) — anything written since then is judged on its
+    /// own close event, so a file still being written when the daemon starts is not
+    /// read half-way even where the daemon cannot take a read lease.
     @discardableResult
-    public func processAll() async -> [String: SpoolVerdict] {
-        await process(directory.candidates(), only: nil)
+    public func processAll(modifiedBefore cutoff: Date? = nil) async -> [String: SpoolVerdict] {
+        var candidates = directory.candidates()
+        if let cutoff {
+            let limit = cutoff.timeIntervalSince1970
+            candidates = candidates.filter { Double($0.modified.tv_sec) + Double($0.modified.tv_nsec) / 1e9 <= limit }
+        }
+        return await process(candidates, only: nil)
     }
 
     /// Judges the named files (those inotify reported finished), oldest modification

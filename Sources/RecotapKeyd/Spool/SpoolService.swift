@@ -10,6 +10,8 @@ public struct SpoolService: Service, CustomStringConvertible {
     let intake: SpoolIntake
     /// The inotify descriptor, opened (and so checked) before `READY=1`.
     let descriptor: CInt
+    /// When the watch was set up: files modified after it bring their own events.
+    let watchingSince: Date
     let readiness: Readiness
     let logger: Logger
 
@@ -30,7 +32,9 @@ public struct SpoolService: Service, CustomStringConvertible {
                 let channel = try await InotifyWatch.channel(descriptor: descriptor)
                 try await channel.executeThenClose { inbound, _ in
                     await readiness.waitUntilReady()
-                    await intake.processAll()
+                    // Files left while the daemon was down. 50 ms of slack: a file
+                    // closed just before the watch began has no event of its own.
+                    await intake.processAll(modifiedBefore: watchingSince.addingTimeInterval(0.05))
                     for try await buffer in inbound {
                         let events = InotifyWatch.parse(buffer)
                         if events.contains(where: \.isWatchGone) {
