@@ -57,12 +57,12 @@ public actor SpoolIntake {
     /// read half-way even where the daemon cannot take a read lease.
     @discardableResult
     public func processAll(modifiedBefore cutoff: Date? = nil) async -> [String: SpoolVerdict] {
-        var candidates = directory.candidates()
-        if let cutoff {
-            let limit = cutoff.timeIntervalSince1970
-            candidates = candidates.filter { Double($0.modified.tv_sec) + Double($0.modified.tv_nsec) / 1e9 <= limit }
-        }
-        return await process(candidates, only: nil)
+        let candidates = directory.candidates()
+        guard let cutoff else { return await process(candidates, judging: candidates) }
+        let limit = cutoff.timeIntervalSince1970
+        return await process(
+            candidates,
+            judging: candidates.filter { Double($0.modified.tv_sec) + Double($0.modified.tv_nsec) / 1e9 <= limit })
     }
 
     /// Judges the named files (those inotify reported finished), oldest modification
@@ -70,13 +70,17 @@ public actor SpoolIntake {
     /// until its own close or rename says it is complete.
     @discardableResult
     public func process(names: Set<String>) async -> [String: SpoolVerdict] {
-        await process(directory.candidates(), only: names)
+        let candidates = directory.candidates()
+        return await process(candidates, judging: candidates.filter { names.contains($0.name) })
     }
 
-    private func process(_ candidates: [SpoolDirectory.Entry], only names: Set<String>?) async -> [String: SpoolVerdict] {
+    /// `candidates`: everything in the directory now (to forget files no longer there);
+    /// `entries`: those to judge, in order.
+    private func process(
+        _ candidates: [SpoolDirectory.Entry], judging entries: [SpoolDirectory.Entry]
+    ) async -> [String: SpoolVerdict] {
         var verdicts: [String: SpoolVerdict] = [:]
         left = left.filter { name, _ in candidates.contains { $0.name == name } }
-        let entries = names.map { names in candidates.filter { names.contains($0.name) } } ?? candidates
         var activated = false
         for entry in entries {
             if let seen = left[entry.name], seen == entry { continue }
