@@ -18,24 +18,19 @@ public struct CheckSchedulerService: Service, CustomStringConvertible {
     public var description: String { "CheckSchedulerService" }
 
     public func run() async throws {
-        do {
-            try await cancelWhenGracefulShutdown {
-                await readiness.waitUntilReady()
-                while !Task.isCancelled {
-                    progress.beat(at: clock.now)
-                    let next = await checker.tick()
-                    let now = clock.now
-                    progress.beat(at: now)
-                    let wait = next.map { min(max($0.since(now), .zero), heartbeat) } ?? heartbeat
-                    if wait > .zero {
-                        try await clock.sleep(for: wait)
-                    } else {
-                        await Task.yield()
-                    }
+        try await runUntilGracefulShutdown(after: readiness) {
+            while !Task.isCancelled {
+                progress.beat(at: clock.now)
+                let next = await checker.tick()
+                let now = clock.now
+                progress.beat(at: now)
+                let wait = next.map { min(max($0.since(now), .zero), heartbeat) } ?? heartbeat
+                if wait > .zero {
+                    try await clock.sleep(for: wait)
+                } else {
+                    await Task.yield()
                 }
             }
-        } catch is CancellationError {
-            // Graceful shutdown: not an error (an error here would make the exit non-zero).
         }
         await onStop()
     }

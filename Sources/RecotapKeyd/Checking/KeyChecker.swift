@@ -21,17 +21,6 @@ public enum CheckRequestOutcome: Sendable, Equatable {
     case noCheckableKey(KeyState?)
 }
 
-/// What the checker knows now, for `STATUS=` and the status API.
-public struct CheckerSnapshot: Sendable, Equatable {
-    /// The active key, without its secret.
-    public var key: KeyRecord?
-    public var lastCheck: CheckRecord?
-    public var nextCheckAt: Date?
-    /// Since when checks have been failing (unreachable or rate limited), if they are.
-    public var degradedSince: Date?
-    public var lastFailureReason: String?
-}
-
 /// Checks the active key against the API and acts on every answer as DESIGN.md §2
 /// says: confirms a 401 before declaring the key invalid, backs off on outages and
 /// rate limits, stops checking a dead key and reminds the journal of it, and logs the
@@ -123,12 +112,6 @@ public actor KeyChecker {
     /// was verified moments ago.
     public func keyActivated() async {
         await tick()
-    }
-
-    public func snapshot() -> CheckerSnapshot {
-        CheckerSnapshot(
-            key: key, lastCheck: lastCheck, nextCheckAt: key?.state == .invalid ? nil : nextCheckAt,
-            degradedSince: degradedSince, lastFailureReason: lastFailure?.reason)
     }
 
     private func nextWake() -> Date? {

@@ -21,8 +21,6 @@ public final class Readiness: Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
-    public var isReady: Bool { state.withLock { $0.ready } }
-
     /// Returns once ready (at once if already), or when the task is cancelled.
     public func waitUntilReady() async {
         let id = UUID()

@@ -27,35 +27,32 @@ public struct SpoolService: Service, CustomStringConvertible {
     }
 
     public func run() async throws {
-        do {
-            try await cancelWhenGracefulShutdown {
-                let channel = try await InotifyWatch.channel(descriptor: descriptor)
-                try await channel.executeThenClose { inbound, _ in
-                    await readiness.waitUntilReady()
-                    // Files left while the daemon was down. 50 ms of slack: a file
-                    // closed just before the watch began has no event of its own.
-                    await intake.processAll(modifiedBefore: watchingSince.addingTimeInterval(0.05))
-                    for try await buffer in inbound {
-                        let events = InotifyWatch.parse(buffer)
-                        if events.contains(where: \.isWatchGone) {
-                            logger.critical("the spool directory was removed or moved; stopping so that systemd restarts the daemon")
-                            throw SpoolSetupError(message: "the spool directory went away")
-                        }
-                        if events.contains(where: { $0.isOverflow }) {
-                            logger.warning("inotify queue overflowed: rescanning the spool directory")
-                            await intake.processAll()
-                            continue
-                        }
-                        let names = Set(events.filter { event in
-                            SpoolDirectory.isCandidate(event.name)
-                                && (event.isFinished || (event.isCreated && !isBeingWritten(event.name)))
-                        }.map(\.name))
-                        if !names.isEmpty {
-                            await intake.process(names: names)
-                        }
+        try await runUntilGracefulShutdown(after: readiness) {
+            let channel = try await InotifyWatch.channel(descriptor: descriptor)
+            try await channel.executeThenClose { inbound, _ in
+                // Files left while the daemon was down. 50 ms of slack: a file
+                // closed just before the watch began has no event of its own.
+                await intake.processAll(modifiedBefore: watchingSince.addingTimeInterval(0.05))
+                for try await buffer in inbound {
+                    let events = InotifyWatch.parse(buffer)
+                    if events.contains(where: \.isWatchGone) {
+                        logger.critical("the spool directory was removed or moved; stopping so that systemd restarts the daemon")
+                        throw SpoolSetupError(message: "the spool directory went away")
+                    }
+                    if events.contains(where: { $0.isOverflow }) {
+                        logger.warning("inotify queue overflowed: rescanning the spool directory")
+                        await intake.processAll()
+                        continue
+                    }
+                    let names = Set(events.filter { event in
+                        SpoolDirectory.isCandidate(event.name)
+                            && (event.isFinished || (event.isCreated && !isBeingWritten(event.name)))
+                    }.map(\.name))
+                    if !names.isEmpty {
+                        await intake.process(names: names)
                     }
                 }
             }
-        } catch is CancellationError {}
+        }
     }
 }

@@ -31,28 +31,25 @@ public struct WatchdogService: Service, CustomStringConvertible {
     }
 
     public func run() async throws {
-        do {
-            try await cancelWhenGracefulShutdown {
-                await readiness.waitUntilReady()
-                var withholding = false
-                while !Task.isCancelled {
-                    let now = clock.now
-                    let loopAlive = progress.isAlive(at: now, window: window)
-                    let storeAnswers = await storeAnswers()
-                    if loopAlive && storeAnswers {
-                        notifier.notify("WATCHDOG=1")
-                        if withholding { logger.notice("watchdog: progress again, pings resumed") }
-                        withholding = false
-                    } else if !withholding {
-                        withholding = true
-                        let last = progress.lastBeatAt.map { "last beat \($0.formatted(.iso8601))" } ?? "no beat yet"
-                        logger.critical(
-                            "watchdog: withholding WATCHDOG=1 — \(loopAlive ? "the store does not answer" : "the scheduler's loop is stuck (\(last))"); systemd will restart the daemon")
-                    }
-                    try await clock.sleep(for: interval / 2)
+        try await runUntilGracefulShutdown(after: readiness) {
+            var withholding = false
+            while !Task.isCancelled {
+                let now = clock.now
+                let loopAlive = progress.isAlive(at: now, window: window)
+                let storeAnswers = await storeAnswers()
+                if loopAlive && storeAnswers {
+                    notifier.notify("WATCHDOG=1")
+                    if withholding { logger.notice("watchdog: progress again, pings resumed") }
+                    withholding = false
+                } else if !withholding {
+                    withholding = true
+                    let last = progress.lastBeatAt.map { "last beat \($0.formatted(.iso8601))" } ?? "no beat yet"
+                    logger.critical(
+                        "watchdog: withholding WATCHDOG=1 — \(loopAlive ? "the store does not answer" : "the scheduler's loop is stuck (\(last))"); systemd will restart the daemon")
                 }
+                try await clock.sleep(for: interval / 2)
             }
-        } catch is CancellationError {}
+        }
     }
 
     private func storeAnswers() async -> Bool {
