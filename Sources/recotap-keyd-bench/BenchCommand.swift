@@ -66,7 +66,9 @@ struct BenchCommand: AsyncParsableCommand {
         configuration.spool.directory = directory + "/spool"
         configuration.store.path = directory + "/state/keyd.sqlite3"
         configuration.check.interval = .seconds(3600)
-        let daemon = try KeydDaemon.build(
+        configuration.sockets.api = directory + "/run/keyd.sock"
+        configuration.sockets.credential = directory + "/run/credential.sock"
+        let daemon = try await KeydDaemon.build(
             configuration: configuration, logger: Logger(label: "bench") { _ in SwiftLogNoOpLogHandler() },
             notifier: SystemdNotifier { _ in true }, watchdogInterval: nil)
         let running = Task { try await daemon.run() }

@@ -52,11 +52,12 @@ struct RecotapKeydCommand: AsyncParsableCommand {
         }
 
         ProcessHardening.disableCoreDumps()
+        ProcessHardening.raiseFileLimit()
         let logger = LoggingSetup.bootstrap(
             target: configuration.log.target, level: configuration.log.level, environment: environment)
         let daemon: KeydDaemon
         do {
-            daemon = try KeydDaemon.build(configuration: configuration, logger: logger)
+            daemon = try await KeydDaemon.build(configuration: configuration, logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
             // Journal entries are invisible to someone who ran the daemon by hand.
@@ -65,9 +66,10 @@ struct RecotapKeydCommand: AsyncParsableCommand {
             {
                 printError("recotap-keyd: cannot start: \(error)")
             }
-            // A proxy, a CA file or a spool directory that cannot be used is a
-            // configuration error too.
-            throw error is APIClientSetupError || error is SpoolSetupError ? ExitCode(78) : ExitCode.failure
+            // A proxy, a CA file, a spool directory or a socket path that cannot be
+            // used is a configuration error too.
+            throw error is APIClientSetupError || error is SpoolSetupError || error is ServingSetupError
+                ? ExitCode(78) : ExitCode.failure
         }
         try await daemon.run()
     }

@@ -19,7 +19,7 @@ struct DaemonTests {
         let logger = Logger(label: "test") { _ in
             JournalLogHandler(identifier: "recotap-keyd", level: .info, sink: capture.journal)
         }
-        let daemon = try KeydDaemon.build(
+        let daemon = try await KeydDaemon.build(
             configuration: config, logger: logger, notifier: capture.notifier, client: ScriptedClient(clock: SystemSchedulerClock()))
         return (daemon, Task { try await daemon.run() }, capture)
     }
@@ -73,7 +73,7 @@ struct DaemonTests {
         config.store.path = dir.file("a-directory")
         let capture = Capture()
         #expect(throws: StoreError.self) {
-            _ = try KeydDaemon.build(configuration: config, logger: Logger(label: "test"), notifier: capture.notifier)
+            _ = try await KeydDaemon.build(configuration: config, logger: Logger(label: "test"), notifier: capture.notifier)
         }
         #expect(capture.notifications.isEmpty)
     }

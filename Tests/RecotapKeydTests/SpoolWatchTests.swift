@@ -28,7 +28,7 @@ private struct WatchHarness {
         ).load()
         let capture = self.capture
         let logger = Logger(label: "test") { _ in JournalLogHandler(identifier: "recotap-keyd", level: .info, sink: capture.journal) }
-        daemon = try KeydDaemon.build(
+        daemon = try await KeydDaemon.build(
             configuration: config, logger: logger, notifier: capture.notifier, client: client, watchdogInterval: nil)
         let daemon = self.daemon
         running = Task { try await daemon.run() }

@@ -19,7 +19,7 @@ struct WatchdogTests {
         let client = ScriptedClient(clock: clock)
         let capture = Capture()
         let logger = Logger(label: "test") { _ in JournalLogHandler(identifier: "recotap-keyd", level: .info, sink: capture.journal) }
-        let daemon = try KeydDaemon.build(
+        let daemon = try await KeydDaemon.build(
             configuration: config, logger: logger, notifier: capture.notifier, client: client, clock: clock,
             watchdogInterval: .seconds(10), random: { 0.5 })
         let running = Task { try await daemon.run() }

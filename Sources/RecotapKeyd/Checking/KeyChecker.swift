@@ -21,6 +21,15 @@ public enum CheckRequestOutcome: Sendable, Equatable {
     case noCheckableKey(KeyState?)
 }
 
+/// What the checker knows beyond the store, for `GET /v1/status`.
+public struct CheckerSnapshot: Sendable, Equatable {
+    public var lastCheck: CheckRecord?
+    /// `nil` with no key, or a key known invalid (never checked again).
+    public var nextCheckAt: Date?
+    /// Since when checks have been failing (unreachable or rate limited), if they are.
+    public var degradedSince: Date?
+}
+
 /// Checks the active key against the API and acts on every answer as DESIGN.md §2
 /// says: confirms a 401 before declaring the key invalid, backs off on outages and
 /// rate limits, stops checking a dead key and reminds the journal of it, and logs the
@@ -112,6 +121,11 @@ public actor KeyChecker {
     /// was verified moments ago.
     public func keyActivated() async {
         await tick()
+    }
+
+    public func snapshot() -> CheckerSnapshot {
+        CheckerSnapshot(
+            lastCheck: lastCheck, nextCheckAt: key?.state == .invalid ? nil : nextCheckAt, degradedSince: degradedSince)
     }
 
     private func nextWake() -> Date? {

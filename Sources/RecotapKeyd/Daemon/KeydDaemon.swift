@@ -8,13 +8,15 @@ import ServiceLifecycle
 /// is the one place that wires the components together; the `recotap-keyd`
 /// executable and the tests both call it. Everything that can make the start fail —
 /// an unusable store, an unsafe spool directory, an unreadable CA file, a bad proxy —
-/// fails here, before systemd
-/// is told `READY=1`.
+/// a socket path in use by another daemon — fails here, before systemd is told
+/// `READY=1`. Both sockets accept by the time it returns.
 public struct KeydDaemon: Sendable {
     public let configuration: KeydConfiguration
     public let store: KeyStore
     public let checker: KeyChecker
     public let intake: SpoolIntake
+    public let server: SocketServer
+    public let serving: ServingContext
     public let serviceGroup: ServiceGroup
 
     /// How often the scheduler's loop comes round at the least (and beats for the
@@ -29,12 +31,36 @@ public struct KeydDaemon: Sendable {
         client: (any KeyCheckingClient)? = nil,
         clock: any SchedulerClock = SystemSchedulerClock(),
         watchdogInterval: Duration? = WatchdogService.intervalFromEnvironment(),
-        random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }
-    ) throws -> KeydDaemon {
+        random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
+        limits: ServingLimits = .standard,
+        inheritedSockets: [String: CInt]? = nil
+    ) async throws -> KeydDaemon {
         let store = try KeyStore(path: configuration.store.path)
         let spool = try SpoolDirectory(path: configuration.spool.directory)
         let inotify = try InotifyWatch.descriptor(directory: spool.path)
         let watchingSince = Date()
+        let policy = AccessPolicy(access: configuration.access)
+        if !policy.unresolved.isEmpty {
+            logger.warning(
+                "access lists name what this system does not know: \(policy.unresolved.joined(separator: ", ")); they match no one",
+                metadata: ["access.unresolved": .array(policy.unresolved.map { .string($0) })])
+        }
+        let sockets: ListeningSockets
+        do {
+            sockets = try ListeningSockets.open(
+                sockets: configuration.sockets, group: policy.socketGroup,
+                inherited: inheritedSockets ?? ListeningSockets.inheritedFromSystemd())
+        } catch {
+            close(inotify)
+            throw error
+        }
+        for socket in [sockets.api, sockets.credential] {
+            if let warning = socket.warning {
+                logger.warning("\(socket.path): \(warning)", metadata: ["socket": .string(socket.name)])
+            }
+            logger.debug(
+                "\(socket.name) socket \(socket.origin == .inherited ? "passed by systemd" : "bound") at \(socket.path)")
+        }
         // The HTTP client is created last of all that can fail: AsyncHTTPClient insists
         // on a shutdown before it goes away, and nothing below throws.
         let apiClient: any KeyCheckingClient
@@ -43,8 +69,16 @@ public struct KeydDaemon: Sendable {
             apiClient = client
             closeClient = {}
         } else {
-            let real = try RecotapAPIClient(
-                api: configuration.api, retryAfterCap: configuration.check.backoffMax, environment: environment)
+            let real: RecotapAPIClient
+            do {
+                real = try RecotapAPIClient(
+                    api: configuration.api, retryAfterCap: configuration.check.backoffMax, environment: environment)
+            } catch {
+                close(inotify)
+                sockets.api.closeIfBound()
+                sockets.credential.closeIfBound()
+                throw error
+            }
             if let proxy = real.proxyDescription {
                 logger.info("API requests go through the proxy \(proxy)")
             }
@@ -63,6 +97,17 @@ public struct KeydDaemon: Sendable {
             verifyBeforeActivate: configuration.spool.verifyBeforeActivate, clock: clock, logger: logger,
             onActivated: { await checker.keyActivated() })
 
+        let serving = ServingContext(
+            store: store, checker: checker, intake: intake, policy: policy, limits: limits, logger: logger)
+        let server: SocketServer
+        do {
+            server = try await SocketServer.start(sockets: sockets, context: serving)
+        } catch {
+            await closeClient()
+            close(inotify)
+            throw ServingSetupError(path: configuration.sockets.api, message: "cannot start serving: \(error)")
+        }
+
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: LifecycleService(
                 configuration: configuration, store: store, notifier: notifier, readiness: readiness, logger: logger)),
@@ -71,6 +116,7 @@ public struct KeydDaemon: Sendable {
                 onStop: closeClient)),
             .init(service: SpoolService(
                 intake: intake, descriptor: inotify, watchingSince: watchingSince, readiness: readiness, logger: logger)),
+            .init(service: ServingService(server: server)),
         ]
         if let watchdogInterval {
             services.append(.init(service: WatchdogService(
@@ -85,7 +131,9 @@ public struct KeydDaemon: Sendable {
                 logger: logger
             )
         )
-        return KeydDaemon(configuration: configuration, store: store, checker: checker, intake: intake, serviceGroup: group)
+        return KeydDaemon(
+            configuration: configuration, store: store, checker: checker, intake: intake, server: server,
+            serving: serving, serviceGroup: group)
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully.

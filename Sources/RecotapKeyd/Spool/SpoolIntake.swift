@@ -17,6 +17,16 @@ public enum SpoolVerdict: Sendable, Equatable {
     case stillBeingWritten
 }
 
+/// A verdict as remembered for `GET /v1/spool` (and so for `recotap-keyctl rotate`).
+public struct SpoolVerdictRecord: Sendable, Equatable {
+    public var file: String
+    public var at: Date
+    /// `activated`, `already_active`, `rejected`, `left`.
+    public var verdict: String
+    public var reason: String?
+    public var fingerprint: String?
+}
+
 /// Judges the files in the spool directory, one at a time, oldest first: reads each
 /// safely, verifies the key with the API (when `spool.verify_before_activate`), and
 /// either activates it — one durable SQLite transaction, and only then the file is
@@ -32,7 +42,19 @@ public actor SpoolIntake {
     private let onActivated: @Sendable () async -> Void
     /// Files logged and left, as they were then: not judged again until they change.
     private var left: [String: SpoolDirectory.Entry] = [:]
+    /// The latest verdicts, newest last (at most ``recentKept``).
+    private var recent: [SpoolVerdictRecord] = []
+    public static let recentKept = 50
     public nonisolated var directoryPath: String { directory.path }
+
+    /// What was decided lately, newest last.
+    public func recentVerdicts() -> [SpoolVerdictRecord] { recent }
+
+    /// Files waiting in the spool, and files kept in `rejected/`.
+    public nonisolated func counts() -> (pending: Int, rejected: Int) {
+        let rejected = (try? FileManager.default.contentsOfDirectory(atPath: directory.rejectedPath))?.count
+        return (directory.candidates().count, rejected ?? 0)
+    }
 
     public init(
         directory: SpoolDirectory, store: KeyStore, client: any KeyCheckingClient, verifyBeforeActivate: Bool,
@@ -87,10 +109,30 @@ public actor SpoolIntake {
             left[entry.name] = nil
             let verdict = await judge(entry)
             verdicts[entry.name] = verdict
+            remember(entry.name, verdict)
             if case .activated = verdict { activated = true }
         }
         if activated { await onActivated() }
         return verdicts
+    }
+
+    private func remember(_ file: String, _ verdict: SpoolVerdict) {
+        let record: SpoolVerdictRecord
+        let now = clock.now
+        switch verdict {
+        case .activated(let fingerprint, _):
+            record = .init(file: file, at: now, verdict: "activated", reason: nil, fingerprint: fingerprint)
+        case .alreadyActive:
+            record = .init(file: file, at: now, verdict: "already_active", reason: nil, fingerprint: nil)
+        case .rejected(let reason, _):
+            record = .init(file: file, at: now, verdict: "rejected", reason: reason, fingerprint: nil)
+        case .left(let reason):
+            record = .init(file: file, at: now, verdict: "left", reason: reason, fingerprint: nil)
+        case .vanished, .stillBeingWritten:
+            return
+        }
+        recent.append(record)
+        if recent.count > Self.recentKept { recent.removeFirst(recent.count - Self.recentKept) }
     }
 
     private func judge(_ entry: SpoolDirectory.Entry) async -> SpoolVerdict {

@@ -50,6 +50,8 @@ public actor KeyStore {
 
     private let connection: SQLiteConnection
     public nonisolated let path: String
+    /// The active key as last committed, for the sockets (see ``CurrentKey``).
+    public nonisolated let current = CurrentKey()
 
     /// Opens (creating if needed) the store at `path`.
     public init(path: String) throws(StoreError) {
@@ -73,6 +75,7 @@ public actor KeyStore {
             throw error
         }
         self.connection = connection
+        current.publish(try? activeKeyRecord(connection))
     }
 
     /// Closes the connection; later calls fail with ``StoreError/Code/closed``.
@@ -195,7 +198,7 @@ public actor KeyStore {
     private static let columns =
         "id, fingerprint, secret, source, status, state, added_at, activated_at, retired_at, retire_reason, last_verified_at, invalid_since, secret_erased_at"
 
-    private func record(from row: SQLiteRow, includeSecret: Bool) -> KeyRecord {
+    private static func record(from row: SQLiteRow, includeSecret: Bool) -> KeyRecord {
         KeyRecord(
             id: row.int("id") ?? 0,
             fingerprint: row.text("fingerprint") ?? "",
@@ -215,27 +218,39 @@ public actor KeyStore {
 
     /// The active key, with its secret.
     public func activeKey() throws(StoreError) -> KeyRecord? {
+        try activeKeyRecord(connection)
+    }
+
+    private nonisolated func activeKeyRecord(_ connection: SQLiteConnection) throws(StoreError) -> KeyRecord? {
         try connection.query("SELECT \(Self.columns) FROM keys WHERE status = 'active'")
-            .first.map { record(from: $0, includeSecret: true) }
+            .first.map { Self.record(from: $0, includeSecret: true) }
+    }
+
+    /// Tells ``current`` what is active now; called after every committed change that
+    /// can touch the active key.
+    private func publishActive() {
+        // A failed read keeps the last snapshot: the commit before it succeeded, and
+        // the next change publishes again.
+        do { current.publish(try activeKey()) } catch {}
     }
 
     /// One key by id, with its secret (if not erased).
     public func key(id: Int64) throws(StoreError) -> KeyRecord? {
         try connection.query("SELECT \(Self.columns) FROM keys WHERE id = ?", [.integer(id)])
-            .first.map { record(from: $0, includeSecret: true) }
+            .first.map { Self.record(from: $0, includeSecret: true) }
     }
 
     /// The newest key record with this fingerprint, without its secret.
     public func key(fingerprint: String) throws(StoreError) -> KeyRecord? {
         try connection.query(
             "SELECT \(Self.columns) FROM keys WHERE fingerprint = ? ORDER BY id DESC LIMIT 1", [.text(fingerprint)]
-        ).first.map { record(from: $0, includeSecret: false) }
+        ).first.map { Self.record(from: $0, includeSecret: false) }
     }
 
     /// Every key record, newest first, without secrets.
     public func history(limit: Int = 100) throws(StoreError) -> [KeyRecord] {
         try connection.query("SELECT \(Self.columns) FROM keys ORDER BY id DESC LIMIT ?", [.integer(Int64(limit))])
-            .map { record(from: $0, includeSecret: false) }
+            .map { Self.record(from: $0, includeSecret: false) }
     }
 
     /// The checks of one key, newest first.
@@ -288,9 +303,11 @@ public actor KeyStore {
     public func activate(
         candidate id: Int64, state: KeyState, at: Date, retireReason: String = "replaced"
     ) throws(StoreError) -> Activation {
-        try transaction(durable: true) { () throws(StoreError) -> Activation in
+        let activation = try transaction(durable: true) { () throws(StoreError) -> Activation in
             try promote(candidate: id, state: state, at: at, retireReason: retireReason)
         }
+        publishActive()
+        return activation
     }
 
     private func promote(candidate id: Int64, state: KeyState, at: Date, retireReason: String) throws(StoreError) -> Activation {
@@ -321,10 +338,12 @@ public actor KeyStore {
     public func addAndActivate(
         _ key: APIKey, source: String, state: KeyState, at: Date, retireReason: String = "replaced"
     ) throws(StoreError) -> Activation {
-        try transaction(durable: true) { () throws(StoreError) -> Activation in
+        let activation = try transaction(durable: true) { () throws(StoreError) -> Activation in
             let candidate = try insertCandidate(key, source: source, at: at)
             return try promote(candidate: candidate.id, state: state, at: at, retireReason: retireReason)
         }
+        publishActive()
+        return activation
     }
 
     /// Marks a candidate as rejected and erases its secret at once: a refused key is
@@ -347,7 +366,8 @@ public actor KeyStore {
     /// confirmation is recorded with `affectsState: false`.
     @discardableResult
     public func record(check: CheckRecord, affectsState: Bool = true) throws(StoreError) -> KeyRecord {
-        try transaction(durable: check.outcome == .invalid && affectsState) { () throws(StoreError) -> KeyRecord in
+        defer { if affectsState { publishActive() } }
+        return try transaction(durable: check.outcome == .invalid && affectsState) { () throws(StoreError) -> KeyRecord in
             try connection.query(
                 "INSERT INTO checks (key_id, at, outcome, http_status, latency_ms, reason) VALUES (?, ?, ?, ?, ?, ?)",
                 [

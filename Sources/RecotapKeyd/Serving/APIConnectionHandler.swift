@@ -1,0 +1,196 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// One connection on `keyd.sock`: collects a request within the size limits, hands it
+/// to ``APIRoutes`` and writes the answer — on the event loop when it can be answered
+/// from memory, from a task when it needs the store or the checker, and when the key
+/// changes (or the wait ends) for a long poll. Requests on one connection are answered
+/// in order (``HTTPServerPipelineHandler`` holds back pipelined ones).
+final class APIConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let peer: Peer
+    private let context: ServingContext
+    private let routes: APIRoutes
+    private var role: AccessRole?
+
+    private var head: HTTPRequestHead?
+    private var body = ByteBuffer()
+    /// An answer has been written that ends the connection; ignore what follows.
+    private var closing = false
+    private var responding = false
+    private var longPoll: (token: UInt64, timeout: Scheduled<Void>)?
+
+    init(peer: Peer, context: ServingContext) {
+        self.peer = peer
+        self.context = context
+        self.routes = APIRoutes(context: context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            let limits = self.context.limits
+            let headerBytes = head.uri.utf8.count + head.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
+            if headerBytes > limits.maxHeaderBytes {
+                fail(context, .init(statusCode: 431), "header_too_large", "the request line and headers exceed \(limits.maxHeaderBytes) bytes")
+                return
+            }
+            if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limits.maxBodyBytes {
+                fail(context, .payloadTooLarge, "body_too_large", "the request body exceeds \(limits.maxBodyBytes) bytes")
+                return
+            }
+            self.head = head
+            body.clear()
+        case .body(var chunk):
+            guard head != nil else { return }
+            if body.readableBytes + chunk.readableBytes > self.context.limits.maxBodyBytes {
+                fail(context, .payloadTooLarge, "body_too_large", "the request body exceeds \(self.context.limits.maxBodyBytes) bytes")
+                return
+            }
+            body.writeBuffer(&chunk)
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            context.triggerUserOutboundEvent(RequestProgress.requestRead, promise: nil)
+            handle(APIRequest(head: head, body: body), keepAlive: head.isKeepAlive, version: head.version, context: context)
+        }
+    }
+
+    private func handle(_ request: APIRequest, keepAlive: Bool, version: HTTPVersion, context: ChannelHandlerContext) {
+        let peer = self.peer
+        let policy = self.context.policy
+        let result = routes.route(request, peer: peer) {
+            if let role { return role }
+            let computed = policy.role(of: peer)
+            role = computed
+            return computed
+        }
+        responding = true
+        switch result {
+        case .respond(let response):
+            write(response, keepAlive: keepAlive, version: version, context: context)
+        case .later(let work):
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.makeFutureWithTask(work).whenSuccess { response in
+                let (handler, context) = bound.value
+                handler.write(response, keepAlive: keepAlive, version: version, context: context)
+            }
+        case .longPoll(let after, let wait, let json):
+            startLongPoll(request: request, after: after, wait: wait, json: json, keepAlive: keepAlive, version: version, context: context)
+        }
+    }
+
+    private func startLongPoll(
+        request: APIRequest, after: Int64, wait: Duration, json: Bool, keepAlive: Bool, version: HTTPVersion,
+        context: ChannelHandlerContext
+    ) {
+        let spool = self.context.intake.directoryPath
+        let current = self.context.current
+        let counters = self.context.counters
+        guard counters.beginLongPoll() else {
+            write(
+                .error(.serviceUnavailable, "too_many_waiters", "too many long polls are waiting; try again shortly",
+                    headers: ["Retry-After": "5"]),
+                keepAlive: keepAlive, version: version, context: context)
+            return
+        }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        let token = current.waitForChange(after: after) { record in
+            loop.execute {
+                let (handler, context) = bound.value
+                guard handler.finishLongPoll() else { return }
+                handler.write(
+                    APIRoutes.keyResponse(record, request: request, spool: spool), keepAlive: keepAlive, version: version,
+                    context: context)
+            }
+        }
+        guard let token else {
+            counters.endLongPoll()
+            write(APIRoutes.keyResponse(current.record, request: request, spool: spool), keepAlive: keepAlive, version: version, context: context)
+            return
+        }
+        let timeout = loop.scheduleTask(in: TimeAmount(wait)) {
+            let (handler, context) = bound.value
+            guard current.cancelWait(token), handler.finishLongPoll() else { return }
+            handler.write(APIRoutes.notModified(current.record), keepAlive: keepAlive, version: version, context: context)
+        }
+        longPoll = (token, timeout)
+    }
+
+    /// Ends the long poll in progress; `false` if there was none (already answered).
+    private func finishLongPoll() -> Bool {
+        guard let poll = longPoll else { return false }
+        longPoll = nil
+        poll.timeout.cancel()
+        context.counters.endLongPoll()
+        return true
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let poll = longPoll {
+            self.context.current.cancelWait(poll.token)
+            _ = finishLongPoll()
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if closing { return }
+        switch error {
+        case HTTPParserError.headerOverflow:
+            fail(context, .init(statusCode: 431), "header_too_large", "the request line and headers exceed \(self.context.limits.maxHeaderBytes) bytes")
+        case is HTTPParserError:
+            fail(context, .badRequest, "bad_request", "not a valid HTTP/1.1 request")
+        default:
+            closing = true
+            context.close(promise: nil)
+        }
+    }
+
+    /// Answers an unusable request and closes the connection: what follows it on the
+    /// wire cannot be trusted to be the start of a request.
+    private func fail(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ code: String, _ message: String) {
+        closing = true
+        guard !responding else {
+            context.close(promise: nil)
+            return
+        }
+        write(.error(status, code, message), keepAlive: false, version: .http1_1, context: context)
+    }
+
+    private func write(_ response: APIResponse, keepAlive: Bool, version: HTTPVersion, context: ChannelHandlerContext) {
+        var headers = response.headers
+        let keepAlive = keepAlive && !closing
+        if response.status != .notModified {
+            headers.replaceOrAdd(name: "Content-Length", value: String(response.body?.readableBytes ?? 0))
+        }
+        if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
+        let head = HTTPResponseHead(version: version, status: response.status, headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if let body = response.body, body.readableBytes > 0, response.status != .notModified {
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
+        let written = context.writeAndFlushEndOfResponse(self)
+        responding = false
+        if keepAlive {
+            context.triggerUserOutboundEvent(RequestProgress.responseWritten, promise: nil)
+        } else {
+            closing = true
+            let channel = context.channel
+            written.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+}
+
+extension ChannelHandlerContext {
+    fileprivate func writeAndFlushEndOfResponse(_ handler: APIConnectionHandler) -> EventLoopFuture<Void> {
+        let promise = eventLoop.makePromise(of: Void.self)
+        writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: promise)
+        return promise.futureResult
+    }
+}

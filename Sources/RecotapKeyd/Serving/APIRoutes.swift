@@ -1,0 +1,365 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// One complete request on `keyd.sock`.
+struct APIRequest: Sendable {
+    var method: HTTPMethod
+    var path: String
+    var query: [String: String]
+    var headers: HTTPHeaders
+    var body: ByteBuffer
+
+    init(head: HTTPRequestHead, body: ByteBuffer) {
+        method = head.method
+        headers = head.headers
+        self.body = body
+        let parts = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        path = String(parts.first ?? "")
+        var query: [String: String] = [:]
+        if parts.count == 2 {
+            for pair in parts[1].split(separator: "&") {
+                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                let name = String(kv[0]).removingPercentEncoding ?? String(kv[0])
+                let value = kv.count == 2 ? (String(kv[1]).removingPercentEncoding ?? String(kv[1])) : ""
+                query[name] = value
+            }
+        }
+        self.query = query
+    }
+
+    var wantsJSON: Bool {
+        headers[canonicalForm: "accept"].contains { $0.lowercased().hasPrefix("application/json") }
+    }
+
+    /// "GET /v1/key", for logs.
+    var summary: String { "\(method.rawValue) \(path)" }
+}
+
+/// One answer on `keyd.sock`.
+struct APIResponse: Sendable {
+    var status: HTTPResponseStatus
+    var headers: HTTPHeaders
+    var body: ByteBuffer?
+
+    init(status: HTTPResponseStatus, headers: HTTPHeaders = [:], body: ByteBuffer? = nil) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    static func text(_ status: HTTPResponseStatus, _ text: String, headers: HTTPHeaders = [:]) -> APIResponse {
+        var headers = headers
+        headers.replaceOrAdd(name: "Content-Type", value: "text/plain; charset=utf-8")
+        return APIResponse(status: status, headers: headers, body: ByteBuffer(string: text))
+    }
+
+    static func json(_ status: HTTPResponseStatus, _ object: JSONValue, headers: HTTPHeaders = [:]) -> APIResponse {
+        var headers = headers
+        headers.replaceOrAdd(name: "Content-Type", value: "application/json")
+        return APIResponse(status: status, headers: headers, body: ByteBuffer(string: object.serialized + "\n"))
+    }
+
+    /// `{"error": code, "message": …}` — `code` is stable, for programs; the message is for people.
+    static func error(
+        _ status: HTTPResponseStatus, _ code: String, _ message: String, extra: [String: JSONValue] = [:],
+        headers: HTTPHeaders = [:]
+    ) -> APIResponse {
+        var object = extra
+        object["error"] = .string(code)
+        object["message"] = .string(message)
+        return json(status, .object(object), headers: headers)
+    }
+}
+
+/// What the transport does with a request.
+enum RouteResult: Sendable {
+    case respond(APIResponse)
+    /// Work off the event loop (the store, the checker).
+    case later(@Sendable () async -> APIResponse)
+    /// `GET /v1/key?wait=`: answer when the version differs from `after`, or 304 after `wait`.
+    case longPoll(after: Int64, wait: Duration, json: Bool)
+}
+
+/// The requests of DESIGN.md §5 on `keyd.sock`, independent of the transport.
+struct APIRoutes: Sendable {
+    let context: ServingContext
+
+    /// `role` is computed on first use and cached by the connection.
+    func route(_ request: APIRequest, peer: Peer, role: () -> AccessRole) -> RouteResult {
+        context.counters.countRequest()
+        func require(_ needed: AccessRole, _ body: () -> RouteResult) -> RouteResult {
+            if role() >= needed { return body() }
+            let who = needed == .admin ? "an admin (access.admins)" : "a reader (access.readers or access.admins)"
+            context.denied(peer, asked: request.summary, needed: who)
+            return .respond(.error(.forbidden, "access_denied", "\(request.summary) is for \(who); uid \(peer.uid) is not one"))
+        }
+        let allowed: [String: [HTTPMethod]] = [
+            "/v1/key": [.GET], "/v1/report": [.POST], "/v1/status": [.GET], "/v1/check": [.POST],
+            "/v1/history": [.GET], "/v1/spool": [.GET], "/healthz": [.GET],
+        ]
+        guard let methods = allowed[request.path] else {
+            return .respond(.error(.notFound, "not_found", "no such resource: \(request.path)"))
+        }
+        guard methods.contains(request.method) else {
+            return .respond(.error(
+                .methodNotAllowed, "method_not_allowed", "\(request.path) accepts \(methods.map(\.rawValue).joined(separator: ", "))",
+                headers: ["Allow": methods.map(\.rawValue).joined(separator: ", ")]))
+        }
+        switch request.path {
+        case "/healthz": return .respond(health())
+        case "/v1/status": return .later { await status() }
+        case "/v1/key": return require(.reader) { key(request) }
+        case "/v1/report": return require(.reader) { report(request, peer: peer) }
+        case "/v1/check": return require(.admin) { .later { await check() } }
+        case "/v1/history": return require(.admin) { history(request) }
+        default: return require(.admin) { .later { await spool() } }
+        }
+    }
+
+    // MARK: - Key
+
+    private func key(_ request: APIRequest) -> RouteResult {
+        guard let waitText = request.query["wait"] else {
+            return .respond(Self.keyResponse(context.current.record, request: request, spool: context.intake.directoryPath))
+        }
+        guard let seconds = Double(waitText), seconds >= 0, seconds.isFinite else {
+            return .respond(.error(.badRequest, "invalid_parameter", "wait must be a number of seconds, e.g. wait=60"))
+        }
+        let after: Int64
+        if let afterText = request.query["after"] {
+            guard let parsed = Int64(afterText), parsed >= 0 else {
+                return .respond(.error(.badRequest, "invalid_parameter", "after must be a key version (a whole number ≥ 0)"))
+            }
+            after = parsed
+        } else {
+            after = context.current.version
+        }
+        let wait = min(Duration.milliseconds(Int64(seconds * 1000)), context.limits.maxWait)
+        return .longPoll(after: after, wait: wait, json: request.wantsJSON)
+    }
+
+    static func keyHeaders(_ record: KeyRecord) -> HTTPHeaders {
+        [
+            "X-Key-Fingerprint": record.fingerprint,
+            "X-Key-Version": String(record.id),
+            "ETag": etag(record),
+            "Cache-Control": "no-store",
+        ]
+    }
+
+    static func etag(_ record: KeyRecord) -> String { "\"\(record.id)-\(record.fingerprint)\"" }
+
+    static func keyResponse(_ record: KeyRecord?, request: APIRequest, spool: String) -> APIResponse {
+        guard let record else {
+            return .error(
+                .notFound, "no_key", "no API key yet: drop one into \(spool) (or use recotap-keyctl rotate)",
+                extra: ["version": .int(0)], headers: ["X-Key-Version": "0", "Cache-Control": "no-store"])
+        }
+        let headers = keyHeaders(record)
+        if record.state == .invalid {
+            let since = record.invalidSince.map { " since \($0.formatted(.iso8601))" } ?? ""
+            return .error(
+                .serviceUnavailable, "key_invalid",
+                "key \(record.fingerprint) was confirmed invalid by the API\(since); waiting for a replacement in \(spool)",
+                extra: [
+                    "fingerprint": .string(record.fingerprint), "version": .int(record.id),
+                    "invalid_since": .date(record.invalidSince),
+                ],
+                headers: headers)
+        }
+        guard let secret = record.key?.revealSecret() else {
+            return .error(.internalServerError, "no_secret", "the active key's secret is missing from the store")
+        }
+        if request.headers[canonicalForm: "if-none-match"].contains(where: { $0 == etag(record) || $0 == "*" }) {
+            return APIResponse(status: .notModified, headers: headers)
+        }
+        if request.wantsJSON {
+            return .json(.ok, .object([
+                "key": .string(secret), "fingerprint": .string(record.fingerprint), "version": .int(record.id),
+                "state": .string(record.state.rawValue), "activated_at": .date(record.activatedAt),
+                "last_verified_at": .date(record.lastVerifiedAt),
+            ]), headers: headers)
+        }
+        var textHeaders = headers
+        textHeaders.add(name: "Content-Type", value: "text/plain; charset=us-ascii")
+        return APIResponse(status: .ok, headers: textHeaders, body: ByteBuffer(string: secret))
+    }
+
+    /// The answer at a long poll's timeout: nothing changed.
+    static func notModified(_ record: KeyRecord?) -> APIResponse {
+        guard let record else { return APIResponse(status: .notModified, headers: ["X-Key-Version": "0"]) }
+        return APIResponse(status: .notModified, headers: keyHeaders(record))
+    }
+
+    // MARK: - Report
+
+    private func report(_ request: APIRequest, peer: Peer) -> RouteResult {
+        let text = String(buffer: request.body).trimmingCharacters(in: .whitespacesAndNewlines)
+        var fingerprint = text
+        if text.hasPrefix("{") {
+            guard case .object(let object)? = JSONValue.parse(text), case .string(let value)? = object["fingerprint"] else {
+                return .respond(.error(.badRequest, "invalid_body", "expected {\"fingerprint\": \"<12 hex digits>\"} or the bare fingerprint"))
+            }
+            fingerprint = value
+        }
+        fingerprint = fingerprint.lowercased()
+        guard fingerprint.count == 12, fingerprint.allSatisfy(\.isHexDigit) else {
+            return .respond(.error(
+                .badRequest, "invalid_fingerprint",
+                "the body must be the fingerprint of the key that failed (12 hex digits, as in X-Key-Fingerprint)"))
+        }
+        guard let active = context.current.record, active.fingerprint == fingerprint else {
+            let now = context.current.record.map { "; the active key is \($0.fingerprint)" } ?? "; there is no active key"
+            return .respond(.error(
+                .conflict, "not_active", "key \(fingerprint) is not the active key\(now): fetch the key again",
+                extra: ["active_fingerprint": context.current.record.map { .string($0.fingerprint) } ?? .null]))
+        }
+        let comm = peer.comm
+        var metadata: Logger.Metadata = [
+            LogKey.keyFingerprint: .string(fingerprint), LogKey.keyVersion: .stringConvertible(active.id),
+            LogKey.peerUID: .stringConvertible(peer.uid), LogKey.peerPID: .stringConvertible(peer.pid),
+        ]
+        if let comm { metadata["peer.comm"] = .string(comm) }
+        context.logger.event(
+            .consumerReported401,
+            "a consumer (uid \(peer.uid), pid \(peer.pid)\(comm.map { ", \($0)" } ?? "")) reports that the API answered 401 for key \(fingerprint); checking it",
+            metadata: metadata)
+        let checker = context.checker
+        Task { _ = await checker.checkNow(reason: .consumerReport) }
+        return .respond(.json(.accepted, .object([
+            "accepted": .bool(true), "fingerprint": .string(fingerprint),
+            "message": .string("a check of the key was requested (at most one per check.report_min_interval)"),
+        ])))
+    }
+
+    // MARK: - Health and status
+
+    private func health() -> APIResponse {
+        guard let record = context.current.record else {
+            return .error(.serviceUnavailable, "no_key", "no key to serve")
+        }
+        guard record.state != .invalid else {
+            return .error(.serviceUnavailable, "key_invalid", "key \(record.fingerprint) is known invalid")
+        }
+        return .text(.ok, "ok\n")
+    }
+
+    func status() async -> APIResponse {
+        let record = context.current.record
+        let snapshot = await context.checker.snapshot()
+        let counts = context.intake.counts()
+        let connections = context.counters.snapshot
+        let lastCheck: JSONValue = snapshot.lastCheck.map { check in
+            .object([
+                "at": .date(check.at), "outcome": .string(check.outcome.rawValue),
+                "http_status": check.httpStatus.map { .int(Int64($0)) } ?? .null,
+                "latency_ms": check.latencyMilliseconds.map { .int(Int64($0)) } ?? .null,
+                "reason": check.reason.map(JSONValue.string) ?? .null,
+            ])
+        } ?? .null
+        let usable = record.map { $0.state != .invalid } ?? false
+        return .json(.ok, .object([
+            "state": .string(record?.state.rawValue ?? "none"),
+            "healthy": .bool(usable),
+            "fingerprint": record.map { .string($0.fingerprint) } ?? .null,
+            "version": .int(record?.id ?? 0),
+            "source": record.map { .string($0.source) } ?? .null,
+            "activated_at": .date(record?.activatedAt),
+            "last_verified_at": .date(record?.lastVerifiedAt),
+            "invalid_since": .date(record?.invalidSince),
+            "last_check": lastCheck,
+            "next_check": .date(snapshot.nextCheckAt),
+            "degraded_since": .date(snapshot.degradedSince),
+            "spool": .object([
+                "directory": .string(context.intake.directoryPath),
+                "pending": .int(Int64(counts.pending)), "rejected": .int(Int64(counts.rejected)),
+            ]),
+            "connections": .object([
+                "active": .int(Int64(connections.active)), "refused": .int(Int64(connections.refused)),
+                "long_polls": .int(Int64(connections.longPolls)), "denied": .int(Int64(connections.denied)),
+                "requests": .int(Int64(connections.requests)),
+            ]),
+            "uptime_seconds": .int(Int64(Date().timeIntervalSince(context.startedAt))),
+            "daemon_version": .string(KeydVersion.current),
+        ]))
+    }
+
+    // MARK: - Admin
+
+    func check() async -> APIResponse {
+        switch await context.checker.checkNow(reason: .admin) {
+        case .checked(let result):
+            let record = context.current.record
+            return .json(.ok, .object([
+                "checked": .bool(true),
+                "outcome": .string(result.outcome.rawValue),
+                "http_status": result.httpStatus.map { .int(Int64($0)) } ?? .null,
+                "latency_ms": .int(Int64(result.latency.milliseconds)),
+                "reason": result.reason.map(JSONValue.string) ?? .null,
+                "fingerprint": record.map { .string($0.fingerprint) } ?? .null,
+                "state": record.map { .string($0.state.rawValue) } ?? .null,
+            ]))
+        case .noCheckableKey(.some(.invalid)):
+            let record = context.current.record
+            return .json(.ok, .object([
+                "checked": .bool(false),
+                "outcome": .string(CheckOutcome.invalid.rawValue),
+                "fingerprint": record.map { .string($0.fingerprint) } ?? .null,
+                "state": .string(KeyState.invalid.rawValue),
+                "invalid_since": .date(record?.invalidSince),
+                "reason": .string("the key was confirmed invalid before and is never checked again; drop a new key into the spool"),
+            ]))
+        case .noCheckableKey, .debounced:
+            return .error(.notFound, "no_key", "no API key to check: drop one into \(context.intake.directoryPath)")
+        }
+    }
+
+    private func history(_ request: APIRequest) -> RouteResult {
+        var limit = 100
+        if let text = request.query["limit"] {
+            guard let parsed = Int(text), (1...1000).contains(parsed) else {
+                return .respond(.error(.badRequest, "invalid_parameter", "limit must be a whole number from 1 to 1000"))
+            }
+            limit = parsed
+        }
+        let store = context.store
+        let count = limit
+        return .later {
+            do {
+                let records = try await store.history(limit: count)
+                return .json(.ok, .object(["keys": .array(records.map(Self.historyEntry))]))
+            } catch {
+                return .error(.internalServerError, "store_error", "cannot read the history: \(error)")
+            }
+        }
+    }
+
+    static func historyEntry(_ record: KeyRecord) -> JSONValue {
+        .object([
+            "version": .int(record.id), "fingerprint": .string(record.fingerprint), "source": .string(record.source),
+            "status": .string(record.status.rawValue), "state": .string(record.state.rawValue),
+            "added_at": .date(record.addedAt), "activated_at": .date(record.activatedAt),
+            "retired_at": .date(record.retiredAt), "retire_reason": record.retireReason.map(JSONValue.string) ?? .null,
+            "last_verified_at": .date(record.lastVerifiedAt), "invalid_since": .date(record.invalidSince),
+            "secret_erased": .bool(record.secretErasedAt != nil),
+        ])
+    }
+
+    func spool() async -> APIResponse {
+        let counts = context.intake.counts()
+        let recent = await context.intake.recentVerdicts()
+        return .json(.ok, .object([
+            "directory": .string(context.intake.directoryPath),
+            "pending": .int(Int64(counts.pending)), "rejected": .int(Int64(counts.rejected)),
+            "recent": .array(recent.reversed().map { verdict in
+                .object([
+                    "file": .string(verdict.file), "at": .date(verdict.at), "verdict": .string(verdict.verdict),
+                    "reason": verdict.reason.map(JSONValue.string) ?? .null,
+                    "fingerprint": verdict.fingerprint.map(JSONValue.string) ?? .null,
+                ])
+            }),
+        ]))
+    }
+}

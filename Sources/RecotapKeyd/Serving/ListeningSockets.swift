@@ -1,0 +1,168 @@
+import CSystemd
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a socket could not be set up; the start fails before `READY=1` (exit 78).
+public struct ServingSetupError: Error, CustomStringConvertible, Sendable {
+    public var path: String
+    public var message: String
+    public var description: String { "socket \(path): \(message)" }
+}
+
+/// The two listening sockets of DESIGN.md §5, as file descriptors: inherited from
+/// systemd socket activation (`LISTEN_FDS`, matched by `FileDescriptorName=api` /
+/// `credential`), or bound here at the configured paths.
+public struct ListeningSockets: Sendable {
+    public enum Origin: String, Sendable { case inherited, bound }
+
+    public struct Socket: Sendable {
+        public var name: String
+        public var path: String
+        public var descriptor: CInt
+        public var origin: Origin
+        /// Set when the socket file could not be given the readers' group.
+        public var warning: String?
+    }
+
+    public var api: Socket
+    public var credential: Socket
+
+    public static let backlog: CInt = 1024
+
+    /// Takes the sockets systemd passed (if any) and binds the others.
+    public static func open(
+        sockets: KeydConfiguration.Sockets, group: UInt32?, inherited: [String: CInt] = inheritedFromSystemd()
+    ) throws(ServingSetupError) -> ListeningSockets {
+        func take(_ name: String, _ path: String) throws(ServingSetupError) -> Socket {
+            if let fd = inherited[name] {
+                guard sd_is_socket_unix(fd, Int32(SOCK_STREAM.rawValue), 1, nil, 0) > 0 else {
+                    throw ServingSetupError(
+                        path: path, message: "the descriptor systemd passed as \"\(name)\" is not a listening Unix stream socket")
+                }
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+                return Socket(name: name, path: path, descriptor: fd, origin: .inherited)
+            }
+            let (fd, warning) = try bind(path: path, mode: sockets.mode, group: group)
+            return Socket(name: name, path: path, descriptor: fd, origin: .bound, warning: warning)
+        }
+        let api = try take("api", sockets.api)
+        do {
+            return ListeningSockets(api: api, credential: try take("credential", sockets.credential))
+        } catch {
+            api.closeIfBound()
+            throw error
+        }
+    }
+
+    /// The descriptors systemd passed, by their `FileDescriptorName=`; empty when not
+    /// socket-activated. Unsets `LISTEN_*` so that nothing the daemon starts inherits
+    /// them.
+    public static func inheritedFromSystemd() -> [String: CInt] {
+        var names: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
+        let count = sd_listen_fds_with_names(1, &names)
+        guard count > 0 else { return [:] }
+        defer {
+            if let names {
+                for index in 0..<Int(count) { free(names[index]) }
+                free(names)
+            }
+        }
+        var result: [String: CInt] = [:]
+        for index in 0..<Int(count) {
+            let name = names?[index].map { String(cString: $0) } ?? "unknown"
+            result[name] = SD_LISTEN_FDS_START + CInt(index)
+        }
+        return result
+    }
+
+    /// Binds a Unix stream socket at `path`: the file is created under a umask that
+    /// leaves it 0600, then given `mode` and `group`. A stale file (nobody answers
+    /// on it) is replaced; a live one — another daemon serving there — is an error,
+    /// and so is anything at the path that is not a socket.
+    static func bind(path: String, mode: UInt32, group: UInt32?) throws(ServingSetupError) -> (CInt, String?) {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        let bytes = Array(path.utf8)
+        guard !bytes.isEmpty, bytes.count < capacity else {
+            throw ServingSetupError(
+                path: path, message: "the path is \(bytes.count) bytes long; a Unix socket path must be under \(capacity)")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            buffer.copyBytes(from: bytes)
+        }
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
+            do {
+                try FileManager.default.createDirectory(
+                    atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            } catch {
+                throw ServingSetupError(path: path, message: "cannot create its directory \(directory): \(error.localizedDescription)")
+            }
+        }
+        try removeStale(path: path, address: address)
+
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw ServingSetupError(path: path, message: "socket(): \(String(cString: strerror(errno)))") }
+        let previous = umask(0o177)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        let bindErrno = errno
+        umask(previous)
+        guard bound == 0 else {
+            close(fd)
+            throw ServingSetupError(path: path, message: "cannot bind: \(String(cString: strerror(bindErrno)))")
+        }
+        var warning: String?
+        if let group, chown(path, uid_t.max, group) != 0 {
+            // Not a member of the group (run by hand, say): the mode then applies to
+            // the daemon's own group. Not fatal, but the operator should know.
+            warning = "cannot give it group \(UserDatabase.groupName(gid: group) ?? String(group)): \(String(cString: strerror(errno)))"
+        }
+        guard chmod(path, mode_t(mode)) == 0 else {
+            let failure = String(cString: strerror(errno))
+            close(fd)
+            unlink(path)
+            throw ServingSetupError(path: path, message: "cannot chmod: \(failure)")
+        }
+        return (fd, warning)
+    }
+
+    private static func removeStale(path: String, address: sockaddr_un) throws(ServingSetupError) {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        guard info.st_mode & S_IFMT == S_IFSOCK else {
+            throw ServingSetupError(path: path, message: "something that is not a socket is in the way; remove it or choose another path")
+        }
+        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard probe >= 0 else { return }
+        defer { close(probe) }
+        var target = address
+        let connected = withUnsafePointer(to: &target) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        if connected == 0 {
+            throw ServingSetupError(
+                path: path, message: "another process is already serving on it (is recotap-keyd running twice?)")
+        }
+        guard unlink(path) == 0 || errno == ENOENT else {
+            throw ServingSetupError(path: path, message: "cannot remove the stale socket: \(String(cString: strerror(errno)))")
+        }
+    }
+}
+
+extension ListeningSockets.Socket {
+    /// Closes a socket bound here (and removes its file) when the start fails later on.
+    func closeIfBound() {
+        guard origin == .bound else { return }
+        close(descriptor)
+        unlink(path)
+    }
+}

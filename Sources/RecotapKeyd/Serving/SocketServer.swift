@@ -1,0 +1,135 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Both sockets, accepting: `keyd.sock` (HTTP) and `credential.sock` (raw key).
+/// Every connection's peer is read with `SO_PEERCRED` in the child channel's
+/// initializer — before a single byte of it is read.
+public final class SocketServer: Sendable {
+    public let sockets: ListeningSockets
+    private let channels: [any Channel]
+    private let context: ServingContext
+
+    private init(sockets: ListeningSockets, channels: [any Channel], context: ServingContext) {
+        self.sockets = sockets
+        self.channels = channels
+        self.context = context
+    }
+
+    /// Starts accepting on both sockets; returns once both accept.
+    public static func start(
+        sockets: ListeningSockets, context: ServingContext,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> SocketServer {
+        var channels: [any Channel] = []
+        do {
+            channels.append(try await bootstrap(group: group, context: context) { channel, peer in
+                try addAPIHandlers(to: channel, peer: peer, context: context)
+            }.withBoundSocket(sockets.api.descriptor).get())
+            channels.append(try await bootstrap(group: group, context: context) { channel, peer in
+                serveCredential(on: channel, to: peer, context: context)
+            }.withBoundSocket(sockets.credential.descriptor).get())
+        } catch {
+            for channel in channels { try? await channel.close() }
+            throw error
+        }
+        return SocketServer(sockets: sockets, channels: channels, context: context)
+    }
+
+    /// Stops accepting and removes the socket files bound here (never those systemd
+    /// passed: they belong to the socket unit).
+    public func close() async {
+        for channel in channels { try? await channel.close() }
+        for socket in [sockets.api, sockets.credential] where socket.origin == .bound {
+            unlink(socket.path)
+        }
+    }
+
+    private static func bootstrap(
+        group: any EventLoopGroup, context: ServingContext,
+        serve: @escaping @Sendable (any Channel, Peer) throws -> Void
+    ) -> ServerBootstrap {
+        let counters = context.counters
+        return ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: ListeningSockets.backlog)
+            .childChannelInitializer { channel in
+                Peer.of(channel).flatMapThrowing { peer in
+                    guard counters.admit(uid: peer.uid) else {
+                        context.logger.debug(
+                            "connection refused: too many open",
+                            metadata: [LogKey.peerUID: .stringConvertible(peer.uid), LogKey.peerPID: .stringConvertible(peer.pid)])
+                        channel.close(promise: nil)
+                        return
+                    }
+                    channel.closeFuture.whenComplete { _ in counters.release(uid: peer.uid) }
+                    try serve(channel, peer)
+                }
+            }
+    }
+
+    private static func addAPIHandlers(to channel: any Channel, peer: Peer, context: ServingContext) throws {
+        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+        decoderLimits.maxHeaderListSize = context.limits.maxHeaderBytes
+        decoderLimits.maxHeaderFieldSize = context.limits.maxHeaderBytes
+        let pipeline = channel.pipeline.syncOperations
+        try pipeline.addHandler(
+            ConnectionTimeouts(readTimeout: context.limits.requestReadTimeout, idleTimeout: context.limits.idleTimeout))
+        try pipeline.addHandler(HTTPResponseEncoder())
+        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(
+            leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits)))
+        try pipeline.addHandler(HTTPServerPipelineHandler())
+        try pipeline.addHandler(APIConnectionHandler(peer: peer, context: context))
+    }
+
+    /// `credential.sock`: the key's bytes to an allowed peer, then close; nothing (and
+    /// a journal entry) to anyone else, or when there is no usable key.
+    private static func serveCredential(on channel: any Channel, to peer: Peer, context: ServingContext) {
+        let asked = peer.unit.map { "LoadCredential=\(peer.credentialID ?? "?") for \($0)" } ?? "the key on credential.sock"
+        guard context.policy.mayReceiveCredential(peer) else {
+            context.denied(
+                peer, asked: asked,
+                needed: peer.unit == nil ? "a reader (access.readers or access.admins)" : "its unit listed in access.units")
+            channel.close(promise: nil)
+            return
+        }
+        var metadata: Logger.Metadata = [
+            LogKey.peerUID: .stringConvertible(peer.uid), LogKey.peerPID: .stringConvertible(peer.pid),
+        ]
+        if let unit = peer.unit { metadata[LogKey.peerUnit] = .string(unit) }
+        let who = peer.unit.map { "unit \($0)" } ?? "uid \(peer.uid) (pid \(peer.pid))"
+        guard let record = context.current.record, record.state != .invalid, let secret = record.key?.revealSecret()
+        else {
+            let why = context.current.record.map { "key \($0.fingerprint) is known invalid" } ?? "there is no key yet"
+            context.logger.warning("\(who) asked for the key on credential.sock, but \(why): closed without data", metadata: metadata)
+            channel.close(promise: nil)
+            return
+        }
+        metadata[LogKey.keyFingerprint] = .string(record.fingerprint)
+        metadata[LogKey.keyVersion] = .stringConvertible(record.id)
+        if peer.unit != nil {
+            context.logger.info("handed key \(record.fingerprint) to \(who) (\(asked))", metadata: metadata)
+        } else {
+            context.logger.debug("handed key \(record.fingerprint) to \(who) on credential.sock", metadata: metadata)
+        }
+        channel.writeAndFlush(ByteBuffer(string: secret)).whenComplete { _ in channel.close(promise: nil) }
+    }
+}
+
+/// Closes the sockets on graceful shutdown. The sockets themselves are opened by
+/// ``KeydDaemon/build(configuration:logger:environment:notifier:client:clock:watchdogInterval:random:limits:)``
+/// before `READY=1`.
+struct ServingService: Service, CustomStringConvertible {
+    let server: SocketServer
+    var description: String { "ServingService" }
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await server.close()
+    }
+}
