@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "recotap-keyd", targets: ["recotap-keyd"]),
         .executable(name: "recotap-api-mock", targets: ["recotap-api-mock"]),
+        .executable(name: "recotap-keyctl", targets: ["recotap-keyctl"]),
         .library(name: "RecotapKeyd", targets: ["RecotapKeyd"]),
         .library(name: "RecotapAPIMock", targets: ["RecotapAPIMock"]),
     ],
@@ -66,6 +67,16 @@ let package = Package(
             dependencies: [
                 "RecotapKeyd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "recotap-keyctl",
+            dependencies: [
+                "RecotapKeyd",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         .executableTarget(

@@ -14,7 +14,7 @@ struct DaemonTests {
     }
 
     /// Builds the daemon with a capturing journal and notifier, and runs it.
-    private func start(_ config: KeydConfiguration) throws -> (KeydDaemon, Task<Void, any Error>, Capture) {
+    private func start(_ config: KeydConfiguration) async throws -> (KeydDaemon, Task<Void, any Error>, Capture) {
         let capture = Capture()
         let logger = Logger(label: "test") { _ in
             JournalLogHandler(identifier: "recotap-keyd", level: .info, sink: capture.journal)
@@ -28,7 +28,7 @@ struct DaemonTests {
     func readyAndGracefulShutdown() async throws {
         let dir = try TemporaryDirectory()
         let config = try await configuration(in: dir)
-        let (daemon, running, capture) = try start(config)
+        let (daemon, running, capture) = try await start(config)
 
         #expect(await capture.waitForNotification("READY=1"))
         #expect(capture.notifications.first == "READY=1\nSTATUS=no key yet: drop one into \(dir.path)/spool")
@@ -54,7 +54,7 @@ struct DaemonTests {
         let activation = try await store.addAndActivate(key, source: "test", state: .unverified, at: Date())
         await store.close()
 
-        let (daemon, running, capture) = try start(config)
+        let (daemon, running, capture) = try await start(config)
         #expect(await capture.waitForNotification("READY=1"))
         #expect(capture.notifications.first == "READY=1\nSTATUS=key \(key.fingerprint) not yet verified")
         await daemon.serviceGroup.triggerGracefulShutdown()
@@ -72,7 +72,7 @@ struct DaemonTests {
         try FileManager.default.createDirectory(atPath: dir.file("a-directory"), withIntermediateDirectories: true)
         config.store.path = dir.file("a-directory")
         let capture = Capture()
-        #expect(throws: StoreError.self) {
+        await #expect(throws: StoreError.self) {
             _ = try await KeydDaemon.build(configuration: config, logger: Logger(label: "test"), notifier: capture.notifier)
         }
         #expect(capture.notifications.isEmpty)

@@ -30,7 +30,7 @@ public enum KeyStatusText {
         return "\(keyPart); cannot reach the API for \(age(from: degradedSince, to: now))\(reason)"
     }
 
-    static func age(from start: Date, to end: Date) -> String {
+    public static func age(from start: Date, to end: Date) -> String {
         let seconds = max(0, Int(end.timeIntervalSince(start)))
         switch seconds {
         case ..<120: return "\(seconds) s"

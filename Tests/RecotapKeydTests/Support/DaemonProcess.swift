@@ -3,7 +3,7 @@ import Synchronization
 
 /// A datagram socket standing in for systemd's notify socket: the daemon under test
 /// gets its path as `NOTIFY_SOCKET`, and the test reads what arrived.
-final class NotifySocket {
+final class NotifySocket: @unchecked Sendable {
     let path: String
     private let fd: Int32
 
@@ -50,7 +50,7 @@ final class NotifySocket {
 }
 
 /// The real `recotap-keyd` binary, started as a child process.
-final class DaemonProcess {
+final class DaemonProcess: @unchecked Sendable {
     let process = Process()
     private let errorPipe = Pipe()
     private let collected = Collected()
@@ -113,7 +113,10 @@ final class DaemonProcess {
 }
 
 /// A configuration file whose every path is under `directory`.
-func writeTestConfiguration(in directory: TemporaryDirectory, extra: String = "") throws -> String {
+func writeTestConfiguration(
+    in directory: TemporaryDirectory, extra: String = "",
+    access: String = "access:\n  readers: { groups: [] }\n  admins: { groups: [] }", socketMode: String = "0660"
+) throws -> String {
     try directory.write("keyd.yaml", """
         api:
           base_url: http://127.0.0.1:9/api/v1
@@ -124,9 +127,8 @@ func writeTestConfiguration(in directory: TemporaryDirectory, extra: String = ""
         sockets:
           api: run/keyd.sock
           credential: run/credential.sock
-        access:
-          readers: { groups: [] }
-          admins: { groups: [] }
+          mode: "\(socketMode)"
+        \(access.replacingOccurrences(of: "\n", with: "\n        "))
         log:
           target: console
           level: info

@@ -1,0 +1,87 @@
+import Foundation
+import Testing
+
+@testable import RecotapKeyd
+
+@Suite("Serving: the parts (no sockets)")
+struct ServingUnitTests {
+    @Test("systemd's LoadCredential= peer address names the unit and credential; other addresses name nothing")
+    func unitAddress() {
+        let parsed = Peer.systemdUnit(fromAbstractName: "a1b2c3d4e5f60718/unit/billing-sync.service/recotap-api-key")
+        #expect(parsed?.unit == "billing-sync.service")
+        #expect(parsed?.credentialID == "recotap-api-key")
+        for name in ["", "random", "x/unit//id", "x/unit/a.service", "x/notunit/a.service/id", "x/unit/a.service/id/extra"] {
+            #expect(Peer.systemdUnit(fromAbstractName: name) == nil, "\(name)")
+        }
+    }
+
+    @Test("roles: root and the daemon's own uid are admins; lists by uid, primary and supplementary group; units alone decide for LoadCredential")
+    func roles() {
+        var policy = AccessPolicy(
+            access: .init(
+                readers: .init(users: ["4001"], groups: ["5001"]), admins: .init(users: ["4002"], groups: ["5002"]),
+                units: ["ok.service"]),
+            ownUID: 999)
+        #expect(policy.unresolved.isEmpty)
+        #expect(policy.socketGroup == 5001)
+        #expect(policy.role(uid: 0, groups: { [] }) == .admin)
+        #expect(policy.role(uid: 999, groups: { [] }) == .admin)
+        #expect(policy.role(uid: 4002, groups: { [] }) == .admin)
+        #expect(policy.role(uid: 4001, groups: { [] }) == .reader)
+        #expect(policy.role(uid: 7000, groups: { [7000, 5001] }) == .reader)
+        #expect(policy.role(uid: 7000, groups: { [5001, 5002] }) == .admin)
+        #expect(policy.role(uid: 7000, groups: { [7000] }) == AccessRole.none)
+        #expect(policy.mayReceiveCredential(Peer(pid: 1, uid: 0, gid: 0, unit: "ok.service")))
+        #expect(!policy.mayReceiveCredential(Peer(pid: 1, uid: 0, gid: 0, unit: "other.service")), "root, but the unit decides")
+        policy.units = []
+        #expect(!policy.mayReceiveCredential(Peer(pid: 1, uid: 0, gid: 0, unit: "ok.service")))
+
+        let unknown = AccessPolicy(access: .init(readers: .init(users: ["no-such-user-x"], groups: ["no-such-group-x"]), admins: .init(users: [], groups: []), units: []))
+        #expect(unknown.unresolved == ["user no-such-user-x", "group no-such-group-x"])
+        #expect(unknown.socketGroup == nil)
+    }
+
+    @Test("a peer's groups include the supplementary groups its process holds")
+    func peerGroups() {
+        let me = Peer(pid: getpid(), uid: getuid(), gid: getgid())
+        var count = getgroups(0, nil)
+        var list = [gid_t](repeating: 0, count: Int(max(count, 1)))
+        count = getgroups(count, &list)
+        #expect(Set(list.prefix(Int(max(count, 0)))).isSubset(of: me.groups()))
+        #expect(me.groups().contains(getgid()))
+        #expect(me.comm != nil)
+    }
+
+    @Test("CurrentKey: waiters are answered on a new version only; cancelled ones never")
+    func currentKey() {
+        let current = CurrentKey()
+        #expect(current.version == 0)
+        let answered = Mutex<[Int64]>([])
+        #expect(current.waitForChange(after: 5) { _ in } == nil, "already different: answer at once")
+        let token = current.waitForChange(after: 0) { record in answered.withLock { $0.append(record?.id ?? -1) } }
+        let cancelled = current.waitForChange(after: 0) { _ in answered.withLock { $0.append(-99) } }
+        #expect(token != nil && cancelled != nil)
+        #expect(current.cancelWait(cancelled!))
+        current.publish(nil)
+        #expect(answered.withLock { $0 }.isEmpty, "same version: nobody answered")
+        let record = KeyRecord(
+            id: 1, fingerprint: "abc", key: nil, source: "t", status: .active, state: .valid, addedAt: Date(),
+            activatedAt: nil, retiredAt: nil, retireReason: nil, lastVerifiedAt: nil, invalidSince: nil, secretErasedAt: nil)
+        current.publish(record)
+        #expect(answered.withLock { $0 } == [1])
+        #expect(!current.cancelWait(token!), "already answered")
+        #expect(current.waiting == 0)
+    }
+
+    @Test("JSON bodies: sorted keys, nulls kept, strings escaped, and read back")
+    func json() {
+        let value = JSONValue.object([
+            "b": .string("line\n\"quoted\"\u{1}"), "a": .null, "c": .array([.int(1), .bool(true), .double(1.5)]),
+        ])
+        #expect(value.serialized == #"{"a":null,"b":"line\n\"quoted\"\u0001","c":[1,true,1.5]}"#)
+        #expect(JSONValue.parse(value.serialized) == value)
+        #expect(JSONValue.parse("not json") == nil)
+    }
+}
+
+import Synchronization
