@@ -37,7 +37,6 @@ struct DaemonResponse {
 
     /// The API's own explanation (`message` of its JSON error body).
     var message: String { json?["message"]?.string ?? "HTTP \(status)" }
-    var errorCode: String? { json?["error"]?.string }
 }
 
 /// Talks HTTP/1.1 to `keyd.sock` with AsyncHTTPClient (`http+unix://`).
@@ -47,21 +46,9 @@ struct DaemonClient {
     /// Tells "not running" and "not allowed on the socket" apart quickly, before a
     /// request could wait for a connection timeout.
     func probe() throws(KeyctlError) {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(socketPath.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            throw KeyctlError(exit: .failure, message: "socket path \(socketPath) is too long")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw KeyctlError(exit: .failure, message: "socket(): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard result != 0 else { return }
-        switch errno {
+        let failure = ListeningSockets.probe(path: socketPath)
+        guard failure != 0 else { return }
+        switch failure {
         case ENOENT:
             throw KeyctlError(exit: .notRunning, message: "recotap-keyd is not running: no socket at \(socketPath) (start it, or pass --socket)")
         case ECONNREFUSED:
@@ -71,7 +58,7 @@ struct DaemonClient {
                 exit: .accessDenied,
                 message: "access to \(socketPath) refused by its file permissions (readers need the group recotap-key)")
         default:
-            throw KeyctlError(exit: .notRunning, message: "cannot connect to \(socketPath): \(String(cString: strerror(errno)))")
+            throw KeyctlError(exit: .notRunning, message: "cannot connect to \(socketPath): \(String(cString: strerror(failure)))")
         }
     }
 

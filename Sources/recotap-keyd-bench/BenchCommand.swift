@@ -11,7 +11,7 @@ import RecotapKeyd
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "recotap-keyd-bench",
-        abstract: "Measures the latency and CPU cost of one key check against the mock API on loopback.")
+        abstract: "Measures a key check against the mock API, a spool activation, and GET /v1/key on keyd.sock.")
 
     @Option(help: "Checks to measure (after 50 for warm-up).")
     var checks = 2000
@@ -19,9 +19,18 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Spool activations to measure (0 skips): rename of a key file into the spool until the file is gone (read, verified with the API, committed durably, removed).")
     var activations = 200
 
+    @Option(help: "GET /v1/key requests per connection count (0 skips the serving benchmark).")
+    var requests = 100_000
+
+    @Option(help: "Keep-alive connection counts to measure GET /v1/key with, comma-separated.")
+    var connections = "1,64"
+
     func run() async throws {
-        try await measureChecks()
+        if checks > 0 { try await measureChecks() }
         if activations > 0 { try await measureActivations() }
+        if requests > 0 {
+            try await ServingBench(requests: requests, connections: connections.split(separator: ",").compactMap { Int($0) }).run()
+        }
     }
 
     func measureChecks() async throws {

@@ -20,7 +20,7 @@ struct PermissionTests {
         try FileManager.default.copyItem(atPath: productsDirectory + "/recotap-keyd", toPath: binary)
         chmod(binary, 0o755)
         let config = try writeTestConfiguration(in: dir)
-        for sub in ["spool", "state"] {
+        for sub in ["spool", "state", "run"] {
             try FileManager.default.createDirectory(atPath: dir.file(sub), withIntermediateDirectories: true)
             chown(dir.file(sub), 65534, 65534)
         }

@@ -82,13 +82,22 @@ struct ServingLimitsTests {
         for _ in 0..<1000 { clients.append(try UnixClient(path: served.api)) }
         // Those over the per-user cap are closed by the daemon without an answer.
         let perUID = ServingLimits.standard.maxConnectionsPerUID
+        // A refused one reads a 503 and then the end of the stream.
+        var refusals: [Int32: [UInt8]] = [:]
         func isClosed(_ client: UnixClient) -> Bool {
-            var byte: UInt8 = 0
-            return recv(client.fd, &byte, 1, Int32(MSG_DONTWAIT)) == 0
+            var buffer = [UInt8](repeating: 0, count: 512)
+            while true {
+                let count = recv(client.fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+                if count == 0 { return true }
+                if count < 0 { return false }
+                refusals[client.fd, default: []] += buffer[0..<count]
+            }
         }
         _ = try await eventually { clients.filter(isClosed).count >= 1000 - perUID }
         let closed = clients.filter(isClosed).count
         #expect(closed == 1000 - perUID, "\(closed) refused")
+        #expect(refusals.count == closed)
+        #expect(refusals.values.allSatisfy { String(decoding: $0, as: UTF8.self).hasPrefix("HTTP/1.1 503") })
         try await normalClientGetsKey(served, as: asNobody(groups: [54_321]), "another user while root holds \(perUID) connections")
 
         // Every admitted connection still works.

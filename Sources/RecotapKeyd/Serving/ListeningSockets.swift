@@ -102,7 +102,7 @@ public struct ListeningSockets: Sendable {
                 throw ServingSetupError(path: path, message: "cannot create its directory \(directory): \(error.localizedDescription)")
             }
         }
-        try removeStale(path: path, address: address)
+        try removeStale(path: path)
 
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw ServingSetupError(path: path, message: "socket(): \(String(cString: strerror(errno)))") }
@@ -117,6 +117,14 @@ public struct ListeningSockets: Sendable {
         guard bound == 0 else {
             close(fd)
             throw ServingSetupError(path: path, message: "cannot bind: \(String(cString: strerror(bindErrno)))")
+        }
+        // Listening at once: a client that sees the file never meets a refusal. The
+        // kernel queues connections until the event loop accepts them.
+        guard listen(fd, backlog) == 0 else {
+            let failure = String(cString: strerror(errno))
+            close(fd)
+            unlink(path)
+            throw ServingSetupError(path: path, message: "cannot listen: \(failure)")
         }
         var warning: String?
         if let group, chown(path, uid_t.max, group) != 0 {
@@ -133,28 +141,39 @@ public struct ListeningSockets: Sendable {
         return (fd, warning)
     }
 
-    private static func removeStale(path: String, address: sockaddr_un) throws(ServingSetupError) {
+    private static func removeStale(path: String) throws(ServingSetupError) {
         var info = stat()
         guard lstat(path, &info) == 0 else { return }
         guard info.st_mode & S_IFMT == S_IFSOCK else {
             throw ServingSetupError(path: path, message: "something that is not a socket is in the way; remove it or choose another path")
         }
-        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard probe >= 0 else { return }
-        defer { close(probe) }
-        var target = address
-        let connected = withUnsafePointer(to: &target) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        if connected == 0 {
+        if probe(path: path) == 0 {
             throw ServingSetupError(
                 path: path, message: "another process is already serving on it (is recotap-keyd running twice?)")
         }
         guard unlink(path) == 0 || errno == ENOENT else {
             throw ServingSetupError(path: path, message: "cannot remove the stale socket: \(String(cString: strerror(errno)))")
         }
+    }
+}
+
+extension ListeningSockets {
+    /// Tries to connect to the Unix stream socket at `path`: 0 when something answers,
+    /// else the `errno` of the failure (`ENOENT`: no file, `ECONNREFUSED`: nobody
+    /// listening, `EACCES`: the file's mode keeps this user out).
+    public static func probe(path: String) -> Int32 {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return ENAMETOOLONG }
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return errno }
+        defer { close(fd) }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        return connected == 0 ? 0 : errno
     }
 }
 

@@ -29,10 +29,10 @@ public final class SocketServer: Sendable {
     ) async throws -> SocketServer {
         var channels: [any Channel] = []
         do {
-            channels.append(try await bootstrap(group: group, context: context) { channel, peer in
+            channels.append(try await bootstrap(group: group, context: context, refusal: tooManyConnections) { channel, peer in
                 try addAPIHandlers(to: channel, peer: peer, context: context)
             }.withBoundSocket(sockets.api.descriptor).get())
-            channels.append(try await bootstrap(group: group, context: context) { channel, peer in
+            channels.append(try await bootstrap(group: group, context: context, refusal: nil) { channel, peer in
                 serveCredential(on: channel, to: peer, context: context)
             }.withBoundSocket(sockets.credential.descriptor).get())
         } catch {
@@ -51,8 +51,16 @@ public final class SocketServer: Sendable {
         }
     }
 
+    /// What an HTTP client over the connection limits reads before the close.
+    static let tooManyConnections: String = {
+        let body = #"{"error":"too_many_connections","message":"too many connections are open; try again shortly"}"# + "\n"
+        return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" + body
+    }()
+
+    /// `refusal`: written before closing a connection over the limits (nothing on the
+    /// raw socket, where any bytes would be taken for a key).
     private static func bootstrap(
-        group: any EventLoopGroup, context: ServingContext,
+        group: any EventLoopGroup, context: ServingContext, refusal: String?,
         serve: @escaping @Sendable (any Channel, Peer) throws -> Void
     ) -> ServerBootstrap {
         let counters = context.counters
@@ -64,7 +72,11 @@ public final class SocketServer: Sendable {
                         context.logger.debug(
                             "connection refused: too many open",
                             metadata: [LogKey.peerUID: .stringConvertible(peer.uid), LogKey.peerPID: .stringConvertible(peer.pid)])
-                        channel.close(promise: nil)
+                        if let refusal {
+                            channel.writeAndFlush(ByteBuffer(string: refusal)).whenComplete { _ in channel.close(promise: nil) }
+                        } else {
+                            channel.close(promise: nil)
+                        }
                         return
                     }
                     channel.closeFuture.whenComplete { _ in counters.release(uid: peer.uid) }

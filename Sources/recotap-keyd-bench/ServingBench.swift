@@ -1,0 +1,151 @@
+import Foundation
+import RecotapAPIMock
+import RecotapKeyd
+import Synchronization
+
+/// `GET /v1/key` on keyd.sock: the `recotap-keyd` binary next to this one, serving a
+/// key, driven by `connections` keep-alive clients (one thread each, blocking I/O,
+/// one request in flight per connection). Reports requests per second, latency
+/// percentiles and the daemon's resident memory.
+struct ServingBench {
+    let requests: Int
+    let connections: [Int]
+
+    func run() async throws {
+        let key = "rtk_serving_bench_" + UUID().uuidString
+        let mock = try await MockRecotapAPI.start()
+        mock.setValidKeys([key])
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keyd-bench-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            .deletingLastPathComponent().appendingPathComponent("recotap-keyd").path
+        let socket = directory + "/run/keyd.sock"
+        let daemon = Process()
+        daemon.executableURL = URL(fileURLWithPath: binary)
+        daemon.arguments = [
+            "--api-base-url", mock.baseURL, "--spool-directory", directory + "/spool",
+            "--store-path", directory + "/state/keyd.sqlite3", "--sockets-api", socket,
+            "--sockets-credential", directory + "/run/credential.sock", "--log-target", "console", "--log-level", "warning",
+            "--check-interval", "1h",
+        ]
+        daemon.environment = ["PATH": "/usr/bin:/bin"]
+        try daemon.run()
+        defer { daemon.terminate(); daemon.waitUntilExit() }
+        while ListeningSockets.probe(path: socket) != 0 { try await Task.sleep(for: .milliseconds(20)) }
+        try FileManager.default.createDirectory(atPath: directory + "/spool", withIntermediateDirectories: true)
+        try Data(key.utf8).write(to: URL(fileURLWithPath: directory + "/spool/.k"))
+        rename(directory + "/spool/.k", directory + "/spool/k")
+        while true {
+            let probe = try KeepAliveClient(path: socket)
+            if try probe.get().status == 200 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        print(String(format: "daemon RSS after start: %.1f MiB", Self.residentMiB(daemon.processIdentifier)))
+        for count in connections {
+            let (rps, latencies) = try measure(socket: socket, connections: count, key: key)
+            func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+            print(String(
+                format: "GET /v1/key, %d keep-alive connection(s), %d requests: %.0f req/s  latency ms p50 %.3f  p99 %.3f  max %.3f",
+                count, latencies.count, rps, percentile(0.5), percentile(0.99), latencies.last ?? 0))
+            print(String(format: "daemon RSS after them: %.1f MiB", Self.residentMiB(daemon.processIdentifier)))
+        }
+        try await mock.shutdown()
+    }
+
+    private func measure(socket: String, connections: Int, key: String) throws -> (Double, [Double]) {
+        let perConnection = requests / connections
+        let results = Mutex<[Double]>([])
+        let failures = Mutex<[String]>([])
+        let clients = try (0..<connections).map { _ in try KeepAliveClient(path: socket) }
+        let group = DispatchGroup()
+        let start = ContinuousClock.now
+        for client in clients {
+            group.enter()
+            Thread.detachNewThread {
+                var local: [Double] = []
+                local.reserveCapacity(perConnection)
+                do {
+                    for _ in 0..<perConnection {
+                        let begin = ContinuousClock.now
+                        let answer = try client.get()
+                        guard answer.status == 200, answer.body == key else { throw BenchError("answer \(answer.status)") }
+                        local.append((ContinuousClock.now - begin).seconds * 1000)
+                    }
+                } catch {
+                    failures.withLock { $0.append("\(error)") }
+                }
+                results.withLock { $0.append(contentsOf: local) }
+                group.leave()
+            }
+        }
+        group.wait()
+        let wall = (ContinuousClock.now - start).seconds
+        if let failure = failures.withLock({ $0.first }) { throw BenchError(failure) }
+        let latencies = results.withLock { $0 }.sorted()
+        return (Double(latencies.count) / wall, latencies)
+    }
+
+    static func residentMiB(_ pid: Int32) -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+            let kib = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+        else { return 0 }
+        return kib / 1024
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A blocking HTTP/1.1 keep-alive client for one Unix socket connection (the
+/// benchmark's load generator; the daemon under test is the measured part).
+final class KeepAliveClient: @unchecked Sendable {
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+    private static let request = Array("GET /v1/key HTTP/1.1\r\nHost: bench\r\n\r\n".utf8)
+
+    init(path: String) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard fd >= 0, rc == 0 else { throw BenchError("cannot connect to \(path)") }
+    }
+
+    deinit { close(fd) }
+
+    func get() throws -> (status: Int, body: String) {
+        _ = Self.request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        while true {
+            if let end = headerEnd() {
+                let head = String(decoding: buffer[0..<end], as: UTF8.self)
+                let status = Int(head.split(separator: " ").dropFirst().first ?? "") ?? 0
+                let length = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
+                    .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
+                if buffer.count >= end + 4 + length {
+                    let body = String(decoding: buffer[(end + 4)..<(end + 4 + length)], as: UTF8.self)
+                    buffer.removeFirst(end + 4 + length)
+                    return (status, body)
+                }
+            }
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            let count = recv(fd, &chunk, chunk.count, 0)
+            guard count > 0 else { throw BenchError("connection closed") }
+            buffer += chunk[0..<count]
+        }
+    }
+
+    private func headerEnd() -> Int? {
+        guard buffer.count >= 4 else { return nil }
+        for index in 0...(buffer.count - 4)
+        where buffer[index] == 13 && buffer[index + 1] == 10 && buffer[index + 2] == 13 && buffer[index + 3] == 10 {
+            return index
+        }
+        return nil
+    }
+}
