@@ -9,7 +9,7 @@ enum StatusReport {
 
     static func when(_ value: JSONValue?, now: Date) -> String? {
         guard let date = date(value) else { return nil }
-        let stamp = date.formatted(.iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: false).timeSeparator(.colon))
+        let stamp = date.formatted(.iso8601).replacingOccurrences(of: "T", with: " ").replacingOccurrences(of: "Z", with: "")
         return date <= now
             ? "\(stamp) UTC (\(KeyStatusText.age(from: date, to: now)) ago)"
             : "\(stamp) UTC (in \(KeyStatusText.age(from: now, to: date)))"

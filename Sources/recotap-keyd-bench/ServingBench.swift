@@ -49,7 +49,39 @@ struct ServingBench {
                 count, latencies.count, rps, percentile(0.5), percentile(0.99), latencies.last ?? 0))
             print(String(format: "daemon RSS after them: %.1f MiB", Self.residentMiB(daemon.processIdentifier)))
         }
+        try measureLongPoll(socket: socket, spool: directory + "/spool", mock: mock)
         try await mock.shutdown()
+    }
+
+    /// From the rename of a new key into the spool to the answer of a long poll that
+    /// waited for it (read, verified against the mock, committed, published).
+    private func measureLongPoll(socket: String, spool: String, mock: MockRecotapAPI) throws {
+        var latencies: [Double] = []
+        for round in 0..<50 {
+            let key = "rtk_long_poll_bench_\(round)_" + UUID().uuidString
+            mock.addValidKey(key)
+            let client = try KeepAliveClient(path: socket)
+            let version = try client.get().version
+            let answered = DispatchSemaphore(value: 0)
+            let result = Mutex<(Int, ContinuousClock.Instant)?>(nil)
+            Thread.detachNewThread {
+                let answer = try? client.get(path: "/v1/key?wait=30&after=\(version)")
+                result.withLock { $0 = (answer?.status ?? 0, ContinuousClock.now) }
+                answered.signal()
+            }
+            usleep(50_000)
+            try Data(key.utf8).write(to: URL(fileURLWithPath: spool + "/.next"))
+            let start = ContinuousClock.now
+            rename(spool + "/.next", spool + "/next.key")
+            answered.wait()
+            guard let (status, at) = result.withLock({ $0 }), status == 200 else { throw BenchError("long poll did not answer 200") }
+            latencies.append((at - start).seconds * 1000)
+        }
+        latencies.sort()
+        print(String(
+            format: "long poll answered after a spool rename, %d rounds: p50 %.2f ms  p99 %.2f ms  max %.2f ms",
+            latencies.count, latencies[latencies.count / 2], latencies[min(latencies.count - 1, latencies.count * 99 / 100)],
+            latencies.last ?? 0))
     }
 
     private func measure(socket: String, connections: Int, key: String) throws -> (Double, [Double]) {
@@ -119,18 +151,22 @@ final class KeepAliveClient: @unchecked Sendable {
 
     deinit { close(fd) }
 
-    func get() throws -> (status: Int, body: String) {
-        _ = Self.request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    func get(path: String? = nil) throws -> (status: Int, body: String, version: Int) {
+        let request = path.map { Array("GET \($0) HTTP/1.1\r\nHost: bench\r\n\r\n".utf8) } ?? Self.request
+        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         while true {
             if let end = headerEnd() {
                 let head = String(decoding: buffer[0..<end], as: UTF8.self)
                 let status = Int(head.split(separator: " ").dropFirst().first ?? "") ?? 0
-                let length = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
-                    .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
+                func header(_ name: String) -> Int? {
+                    head.split(separator: "\r\n").first { $0.lowercased().hasPrefix(name + ":") }
+                        .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) }
+                }
+                let length = header("content-length") ?? 0
                 if buffer.count >= end + 4 + length {
                     let body = String(decoding: buffer[(end + 4)..<(end + 4 + length)], as: UTF8.self)
                     buffer.removeFirst(end + 4 + length)
-                    return (status, body)
+                    return (status, body, header("x-key-version") ?? 0)
                 }
             }
             var chunk = [UInt8](repeating: 0, count: 4096)

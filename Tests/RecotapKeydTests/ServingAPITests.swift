@@ -49,6 +49,10 @@ struct ServingAPITests {
         #expect(missing.json?["message"]?.string?.contains(served.spool) == true)
         #expect(try await served.curl("/healthz").status == 503)
         try await served.activate(Self.key)
+        // The verification before activation is the key's first check.
+        let status = try #require(try await served.curl("/v1/status").json)
+        #expect(status["last_check"]?["outcome"]?.string == "valid")
+        #expect(status["last_check"]?["reason"]?.string?.contains("verification before activation") == true)
         let health = try await served.curl("/healthz")
         #expect(health.status == 200 && health.text == "ok\n")
         #expect(await served.finish() == 0)

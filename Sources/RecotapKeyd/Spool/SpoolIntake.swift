@@ -216,6 +216,15 @@ public actor SpoolIntake {
                 metadata: [LogKey.spoolFile: .string(name)])
             left[name] = entry
         }
+        if let verification {
+            // The verification was a check like any other: status shows it as the last one.
+            _ = try? await store.record(
+                check: CheckRecord(
+                    keyID: activation.activated.id, at: clock.now, outcome: verification.outcome,
+                    httpStatus: verification.httpStatus, latencyMilliseconds: Int(verification.latency.milliseconds),
+                    reason: [verification.reason, "(verification before activation)"].compactMap { $0 }.joined(separator: " ")),
+                affectsState: false)
+        }
         var metadata: Logger.Metadata = [
             LogKey.keyFingerprint: .string(key.fingerprint),
             LogKey.keyVersion: .stringConvertible(activation.activated.id),
