@@ -116,6 +116,36 @@ struct ServingAccessTests {
         #expect(await served.finish() == 0)
     }
 
+    @Test(
+        "a non-root peer claiming an allowed unit's address is judged by its uid alone: nobody gets nothing",
+        .enabled(if: canDropToNobody && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "needs root, setpriv and python3"))
+    func forgedUnitAddress() async throws {
+        let served = try await ServedDaemon(validKeys: [Self.key], access: Self.access, socketMode: "0666")
+        chmod(served.dir.file("run"), 0o755)
+        try await served.activate(Self.key)
+        let script = """
+            import socket, sys
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind("\\0forged/unit/allowed.service/recotap-api-key")
+            s.connect(sys.argv[1])
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk: break
+                data += chunk
+            sys.stdout.write(data.decode())
+            """
+        let forged = try await runCommand(asNobody() + ["/usr/bin/python3", "-c", script, served.credential])
+        #expect(forged.status == 0, "\(forged.stderr)")
+        #expect(forged.stdout.isEmpty, "the key went to a forged unit address")
+        #expect(try await served.logged("refused uid 65534"))
+        #expect(!served.daemon.output.contains("peer.unit=allowed.service"))
+        // The same address from root is systemd's.
+        let root = try await runCommand(["/usr/bin/python3", "-c", script, served.credential])
+        #expect(root.stdout == Data(Self.key.utf8))
+        #expect(await served.finish() == 0)
+    }
+
     @Test("credential.sock with no key, or a dead one: closed without data, and the refusal logged")
     func rawSocketWithoutUsableKey() async throws {
         let served = try await ServedDaemon(validKeys: [Self.key], access: Self.access)

@@ -13,7 +13,7 @@ public struct Peer: Sendable, Equatable {
     public var pid: Int32
     public var uid: UInt32
     public var gid: UInt32
-    /// Set when the peer's address is systemd's `\0<random>/unit/<unit>/<credential-id>`.
+    /// Set when a root peer's address is systemd's `\0<random>/unit/<unit>/<credential-id>`.
     public var unit: String?
     public var credentialID: String?
 
@@ -36,7 +36,9 @@ public struct Peer: Sendable, Equatable {
         let remote = channel.remoteAddress
         return credentials.map { credentials in
             var peer = Peer(pid: credentials.pid, uid: credentials.uid, gid: credentials.gid)
-            if case .unixDomainSocket(let address)? = remote,
+            // Any process may bind any abstract name: the unit form is believed only
+            // from root, as which systemd connects for LoadCredential=.
+            if credentials.uid == 0, case .unixDomainSocket(let address)? = remote,
                 let (unit, credential) = Self.systemdUnit(fromAbstractAddress: address.address)
             {
                 peer.unit = unit
