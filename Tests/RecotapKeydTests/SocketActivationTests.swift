@@ -76,6 +76,18 @@ struct SocketActivationTests {
         }
     }
 
+    @Test("sockets passed without FileDescriptorName=api/credential stop the start, saying how to name them")
+    func unnamedSockets() throws {
+        let dir = try TemporaryDirectory()
+        let config = KeydConfiguration.Sockets(api: dir.file("a.sock"), credential: dir.file("c.sock"), mode: 0o660)
+        #expect {
+            _ = try ListeningSockets.open(sockets: config, group: nil, inherited: ["recotap-keyd.socket": 3])
+        } throws: { error in
+            "\(error)".contains("FileDescriptorName=api")
+        }
+        #expect(!FileManager.default.fileExists(atPath: config.api), "nothing bound")
+    }
+
     @Test("the real binary refuses to start next to a running one, with exit 78 and the reason")
     func secondDaemon() async throws {
         let served = try await ServedDaemon(validKeys: [Self.key])

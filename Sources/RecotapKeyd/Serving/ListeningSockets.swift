@@ -47,6 +47,12 @@ public struct ListeningSockets: Sendable {
             let (fd, warning) = try bind(path: path, mode: sockets.mode, group: group)
             return Socket(name: name, path: path, descriptor: fd, origin: .bound, warning: warning)
         }
+        let unknown = inherited.keys.filter { $0 != "api" && $0 != "credential" }.sorted()
+        if !unknown.isEmpty {
+            throw ServingSetupError(
+                path: sockets.api,
+                message: "systemd passed sockets named \(unknown.joined(separator: ", ")); name them in the socket unit with FileDescriptorName=api (keyd.sock) and FileDescriptorName=credential (credential.sock)")
+        }
         let api = try take("api", sockets.api)
         do {
             return ListeningSockets(api: api, credential: try take("credential", sockets.credential))
