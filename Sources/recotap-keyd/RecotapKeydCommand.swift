@@ -29,8 +29,9 @@ struct RecotapKeydCommand: AsyncParsableCommand {
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
         let configuration: KeydConfiguration
+        let loader: ConfigurationLoader
         do {
-            let loader = ConfigurationLoader(
+            loader = ConfigurationLoader(
                 filePath: config ?? KeydConfiguration.defaultPath,
                 fileRequired: config != nil,
                 environment: environment,
@@ -57,7 +58,8 @@ struct RecotapKeydCommand: AsyncParsableCommand {
             target: configuration.log.target, level: configuration.log.level, environment: environment)
         let daemon: KeydDaemon
         do {
-            daemon = try await KeydDaemon.build(configuration: configuration, logger: logger)
+            daemon = try await KeydDaemon.build(
+                configuration: configuration, logger: logger, reload: { try await loader.load() })
         } catch {
             logger.critical("cannot start: \(error)")
             // Journal entries are invisible to someone who ran the daemon by hand.

@@ -44,7 +44,7 @@ public actor KeyChecker {
     private let store: KeyStore
     private let client: any KeyCheckingClient
     private let clock: any SchedulerClock
-    private let timing: CheckTiming
+    private var timing: CheckTiming
     private let spoolDirectory: String
     private let logger: Logger
     private let notifier: SystemdNotifier
@@ -121,6 +121,19 @@ public actor KeyChecker {
     /// was verified moments ago.
     public func keyActivated() async {
         await tick()
+    }
+
+    /// A reloaded configuration's `check.*`, in force from now on. A check scheduled
+    /// further out than the new interval allows is brought forward; a confirmation or
+    /// a backoff in progress keeps its time.
+    public func reconfigure(_ timing: CheckTiming) {
+        self.timing = timing
+        let now = clock.now
+        if let due = nextCheckAt, !awaitingConfirmation, failures == 0, due > now.adding(timing.check.interval) {
+            nextCheckAt = now.adding(timing.nextInterval())
+        }
+        lastStatus = nil
+        publishStatus(now: now)
     }
 
     public func snapshot() -> CheckerSnapshot {

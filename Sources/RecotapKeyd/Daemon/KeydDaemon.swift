@@ -17,6 +17,8 @@ public struct KeydDaemon: Sendable {
     public let intake: SpoolIntake
     public let server: SocketServer
     public let serving: ServingContext
+    /// Set when the daemon was built with a way to re-read its configuration (SIGHUP).
+    public let reloader: ConfigurationReloader?
     public let serviceGroup: ServiceGroup
 
     /// How often the scheduler's loop comes round at the least (and beats for the
@@ -33,7 +35,8 @@ public struct KeydDaemon: Sendable {
         watchdogInterval: Duration? = WatchdogService.intervalFromEnvironment(),
         random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
         limits: ServingLimits = .standard,
-        inheritedSockets: [String: CInt]? = nil
+        inheritedSockets: [String: CInt]? = nil,
+        reload: ConfigurationReloader.Load? = nil
     ) async throws -> KeydDaemon {
         let store = try KeyStore(path: configuration.store.path)
         let spool = try SpoolDirectory(path: configuration.spool.directory)
@@ -118,6 +121,13 @@ public struct KeydDaemon: Sendable {
                 intake: intake, descriptor: inotify, watchingSince: watchingSince, readiness: readiness, logger: logger)),
             .init(service: ServingService(server: server)),
         ]
+        let reloader = reload.map {
+            ConfigurationReloader(
+                configuration: configuration, load: $0, checker: checker, serving: serving, random: random, logger: logger)
+        }
+        if let reloader {
+            services.append(.init(service: ReloadService(reloader: reloader, notifier: notifier, readiness: readiness)))
+        }
         if let watchdogInterval {
             services.append(.init(service: WatchdogService(
                 interval: watchdogInterval, window: heartbeat + configuration.api.timeout + .seconds(5),
@@ -133,7 +143,7 @@ public struct KeydDaemon: Sendable {
         )
         return KeydDaemon(
             configuration: configuration, store: store, checker: checker, intake: intake, server: server,
-            serving: serving, serviceGroup: group)
+            serving: serving, reloader: reloader, serviceGroup: group)
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
