@@ -76,16 +76,28 @@ struct SocketActivationTests {
         }
     }
 
-    @Test("sockets passed without FileDescriptorName=api/credential stop the start, saying how to name them")
+    @Test("passed sockets without names are matched by their path; one matching nothing stops the start, saying how to fix it")
     func unnamedSockets() throws {
         let dir = try TemporaryDirectory()
         let config = KeydConfiguration.Sockets(api: dir.file("a.sock"), credential: dir.file("c.sock"), mode: 0o660)
+        // As one socket unit with two ListenStream= lines passes them: both named after the unit.
+        let (apiFD, _) = try ListeningSockets.bind(path: config.api, mode: 0o660, group: nil)
+        let (credentialFD, _) = try ListeningSockets.bind(path: config.credential, mode: 0o660, group: nil)
+        let sockets = try ListeningSockets.open(
+            sockets: config, group: nil,
+            inherited: [.init(name: "recotap-keyd.socket", descriptor: credentialFD), .init(name: "recotap-keyd.socket", descriptor: apiFD)])
+        #expect(sockets.api.descriptor == apiFD && sockets.api.origin == .inherited)
+        #expect(sockets.credential.descriptor == credentialFD)
+
+        let (strayFD, _) = try ListeningSockets.bind(path: dir.file("other.sock"), mode: 0o660, group: nil)
         #expect {
-            _ = try ListeningSockets.open(sockets: config, group: nil, inherited: ["recotap-keyd.socket": 3])
+            _ = try ListeningSockets.open(
+                sockets: config, group: nil,
+                inherited: [.init(name: "api", descriptor: apiFD), .init(name: "recotap-keyd.socket", descriptor: strayFD)])
         } throws: { error in
             "\(error)".contains("FileDescriptorName=api")
         }
-        #expect(!FileManager.default.fileExists(atPath: config.api), "nothing bound")
+        for fd in [apiFD, credentialFD, strayFD] { close(fd) }
     }
 
     @Test("the real binary refuses to start next to a running one, with exit 78 and the reason")

@@ -35,7 +35,7 @@ public struct KeydDaemon: Sendable {
         watchdogInterval: Duration? = WatchdogService.intervalFromEnvironment(),
         random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
         limits: ServingLimits = .standard,
-        inheritedSockets: [String: CInt]? = nil,
+        inheritedSockets: [ListeningSockets.Inherited]? = nil,
         reload: ConfigurationReloader.Load? = nil
     ) async throws -> KeydDaemon {
         let store = try KeyStore(path: configuration.store.path)

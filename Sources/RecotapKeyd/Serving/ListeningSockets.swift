@@ -31,12 +31,38 @@ public struct ListeningSockets: Sendable {
 
     public static let backlog: CInt = 1024
 
-    /// Takes the sockets systemd passed (if any) and binds the others.
+    /// A descriptor passed by systemd and its `FileDescriptorName=` (the socket unit's
+    /// name when not set).
+    public struct Inherited: Sendable, Equatable {
+        public var name: String
+        public var descriptor: CInt
+        public init(name: String, descriptor: CInt) {
+            self.name = name
+            self.descriptor = descriptor
+        }
+    }
+
+    /// Takes the sockets systemd passed (if any) and binds the others. A passed socket
+    /// is matched by its name (`api`, `credential`) or, failing that, by the path it is
+    /// bound to — so one socket unit with two `ListenStream=` lines works too (systemd
+    /// gives every descriptor of a unit the same name).
     public static func open(
-        sockets: KeydConfiguration.Sockets, group: UInt32?, inherited: [String: CInt] = inheritedFromSystemd()
+        sockets: KeydConfiguration.Sockets, group: UInt32?, inherited: [Inherited] = inheritedFromSystemd()
     ) throws(ServingSetupError) -> ListeningSockets {
-        func take(_ name: String, _ path: String) throws(ServingSetupError) -> Socket {
-            if let fd = inherited[name] {
+        func passed(_ name: String, _ path: String) -> CInt? {
+            inherited.first { $0.name == name }?.descriptor
+                ?? inherited.first { sd_is_socket_unix($0.descriptor, Int32(SOCK_STREAM.rawValue), 1, path, 0) > 0 }?.descriptor
+        }
+        let apiFD = passed("api", sockets.api)
+        let credentialFD = passed("credential", sockets.credential)
+        let unmatched = inherited.filter { $0.descriptor != apiFD && $0.descriptor != credentialFD }
+        if !unmatched.isEmpty {
+            throw ServingSetupError(
+                path: sockets.api,
+                message: "systemd passed \(unmatched.count) socket(s) named \(unmatched.map(\.name).joined(separator: ", ")) that match neither name nor path; give them FileDescriptorName=api / credential or ListenStream= the configured paths (\(sockets.api), \(sockets.credential))")
+        }
+        func take(_ name: String, _ path: String, _ fd: CInt?) throws(ServingSetupError) -> Socket {
+            if let fd {
                 guard sd_is_socket_unix(fd, Int32(SOCK_STREAM.rawValue), 1, nil, 0) > 0 else {
                     throw ServingSetupError(
                         path: path, message: "the descriptor systemd passed as \"\(name)\" is not a listening Unix stream socket")
@@ -47,40 +73,30 @@ public struct ListeningSockets: Sendable {
             let (fd, warning) = try bind(path: path, mode: sockets.mode, group: group)
             return Socket(name: name, path: path, descriptor: fd, origin: .bound, warning: warning)
         }
-        let unknown = inherited.keys.filter { $0 != "api" && $0 != "credential" }.sorted()
-        if !unknown.isEmpty {
-            throw ServingSetupError(
-                path: sockets.api,
-                message: "systemd passed sockets named \(unknown.joined(separator: ", ")); name them in the socket unit with FileDescriptorName=api (keyd.sock) and FileDescriptorName=credential (credential.sock)")
-        }
-        let api = try take("api", sockets.api)
+        let api = try take("api", sockets.api, apiFD)
         do {
-            return ListeningSockets(api: api, credential: try take("credential", sockets.credential))
+            return ListeningSockets(api: api, credential: try take("credential", sockets.credential, credentialFD))
         } catch {
             api.closeIfBound()
             throw error
         }
     }
 
-    /// The descriptors systemd passed, by their `FileDescriptorName=`; empty when not
-    /// socket-activated. Unsets `LISTEN_*` so that nothing the daemon starts inherits
-    /// them.
-    public static func inheritedFromSystemd() -> [String: CInt] {
+    /// The descriptors systemd passed; empty when not socket-activated. Unsets
+    /// `LISTEN_*` so that nothing the daemon starts inherits them.
+    public static func inheritedFromSystemd() -> [Inherited] {
         var names: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
         let count = sd_listen_fds_with_names(1, &names)
-        guard count > 0 else { return [:] }
+        guard count > 0 else { return [] }
         defer {
             if let names {
                 for index in 0..<Int(count) { free(names[index]) }
                 free(names)
             }
         }
-        var result: [String: CInt] = [:]
-        for index in 0..<Int(count) {
-            let name = names?[index].map { String(cString: $0) } ?? "unknown"
-            result[name] = SD_LISTEN_FDS_START + CInt(index)
+        return (0..<Int(count)).map { index in
+            Inherited(name: names?[index].map { String(cString: $0) } ?? "unknown", descriptor: SD_LISTEN_FDS_START + CInt(index))
         }
-        return result
     }
 
     /// Binds a Unix stream socket at `path`: the file is created under a umask that
