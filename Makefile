@@ -1,8 +1,13 @@
 # recotap-keyd — build, run and test.
 #
 #   make run    build and run the daemon on config/keyd.dev.yaml (state in ./.keyd/)
-#   make test   build and run every test
+#   make test   build and run every test: Swift Testing, then the system tests under a
+#               real systemd (Tests/system/run-system-tests; skipped, saying why, where
+#               they cannot run)
 #   make mock   run the bundled mock of the Recotap API on 127.0.0.1:8089
+#   make install [DESTDIR=…] [PREFIX=/usr/local] [BUILD=release|debug]
+#               install the binaries, systemd units, sysusers.d, tmpfiles.d, the
+#               journal catalog and /etc/recotap-keyd/keyd.yaml (never overwritten)
 #
 # Every target first makes sure the Debian packages the build links against are
 # there: as root it installs what is missing; otherwise it says what to install.
@@ -11,7 +16,19 @@ SWIFT       ?= swift
 DEB_PACKAGES = libsystemd-dev libsqlite3-dev pkg-config
 DEV_CONFIG   = config/keyd.dev.yaml
 
-.PHONY: deps build run mock test release clean
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+BUILD       ?= release
+BINDIR       = $(PREFIX)/bin
+LIBDIR       = $(PREFIX)/lib
+UNITDIR      = $(LIBDIR)/systemd/system
+SYSUSERSDIR  = $(LIBDIR)/sysusers.d
+TMPFILESDIR  = $(LIBDIR)/tmpfiles.d
+CATALOGDIR   = $(LIBDIR)/systemd/catalog
+DOCDIR       = $(PREFIX)/share/doc/recotap-keyd
+CONFDIR      = /etc/recotap-keyd
+
+.PHONY: deps build run mock test release install clean
 
 deps:
 	@missing=""; \
@@ -42,9 +59,32 @@ mock: build
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	Tests/system/run-system-tests
 
 release: deps
 	$(SWIFT) build -c release
+
+install: deps
+	$(SWIFT) build -c $(BUILD) --product recotap-keyd
+	$(SWIFT) build -c $(BUILD) --product recotap-keyctl
+	$(SWIFT) build -c $(BUILD) --product recotap-api-mock
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
+	  $(DESTDIR)$(CATALOGDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(CONFDIR)
+	bin=$$($(SWIFT) build -c $(BUILD) --show-bin-path); \
+	for p in recotap-keyd recotap-keyctl recotap-api-mock; do install -m 0755 $$bin/$$p $(DESTDIR)$(BINDIR)/$$p; done
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' systemd/recotap-keyd.service.in \
+	  > $(DESTDIR)$(UNITDIR)/recotap-keyd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/recotap-keyd.service
+	install -m 0644 systemd/recotap-keyd.socket $(DESTDIR)$(UNITDIR)/recotap-keyd.socket
+	install -m 0644 systemd/recotap-keyd.sysusers $(DESTDIR)$(SYSUSERSDIR)/recotap-keyd.conf
+	install -m 0644 systemd/recotap-keyd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/recotap-keyd.conf
+	install -m 0644 systemd/recotap-keyd.catalog $(DESTDIR)$(CATALOGDIR)/recotap-keyd.catalog
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	test -e $(DESTDIR)$(CONFDIR)/keyd.yaml || install -m 0644 config/keyd.yaml $(DESTDIR)$(CONFDIR)/keyd.yaml
+	if [ -z "$(DESTDIR)" ]; then \
+	  journalctl --update-catalog; \
+	  if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+	fi
 
 clean:
 	rm -rf .build .keyd

@@ -14,12 +14,19 @@ public struct CheckSchedulerService: Service, CustomStringConvertible {
     let heartbeat: Duration
     /// Run when the loop has ended (closes the API client's connection pool).
     let onStop: @Sendable () async -> Void
+    /// Test seam for the system tests (`KEYD_TEST_STALL_FILE`): while this file holds
+    /// the daemon's pid, the loop stops turning — as a hung check would — so that the
+    /// watchdog's reaction can be seen under a real systemd.
+    var stallFile: String? = nil
 
     public var description: String { "CheckSchedulerService" }
 
     public func run() async throws {
         try await runUntilGracefulShutdown(after: readiness) {
             while !Task.isCancelled {
+                while let stallFile, Self.holdsOwnPID(stallFile), !Task.isCancelled {
+                    try await clock.sleep(for: heartbeat)
+                }
                 progress.beat(at: clock.now)
                 let next = await checker.tick()
                 let now = clock.now
@@ -33,5 +40,11 @@ public struct CheckSchedulerService: Service, CustomStringConvertible {
             }
         }
         await onStop()
+    }
+
+    static func holdsOwnPID(_ path: String) -> Bool {
+        guard let data = FileManager.default.contents(atPath: path) else { return false }
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            == String(ProcessInfo.processInfo.processIdentifier)
     }
 }

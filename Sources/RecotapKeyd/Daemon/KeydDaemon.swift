@@ -116,7 +116,7 @@ public struct KeydDaemon: Sendable {
                 configuration: configuration, store: store, notifier: notifier, readiness: readiness, logger: logger)),
             .init(service: CheckSchedulerService(
                 checker: checker, clock: clock, readiness: readiness, progress: progress, heartbeat: heartbeat,
-                onStop: closeClient)),
+                onStop: closeClient, stallFile: environment["KEYD_TEST_STALL_FILE"])),
             .init(service: SpoolService(
                 intake: intake, descriptor: inotify, watchingSince: watchingSince, readiness: readiness, logger: logger)),
             .init(service: ServingService(server: server)),
