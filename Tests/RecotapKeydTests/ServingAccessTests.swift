@@ -18,14 +18,20 @@ struct ServingAccessTests {
           units: [allowed.service]
         """
 
+    /// The daemon serving the key on sockets of mode 0666 in a directory anyone can
+    /// enter, so that a refused peer reaches the daemon's own check.
+    private func openToEveryone() async throws -> ServedDaemon {
+        let served = try await ServedDaemon(validKeys: [Self.key], access: Self.access, socketMode: "0666")
+        chmod(served.dir.file("run"), 0o755)
+        try await served.activate(Self.key)
+        return served
+    }
+
     @Test(
         "a uid on no list gets 403 and an ACCESS_DENIED entry (uid, pid, comm, request); a reader by supplementary group gets the key but not admin calls",
         .enabled(if: canDropToNobody && haveCurl, "needs root, setpriv and curl"))
     func uidAndGroups() async throws {
-        // 0666 so that the refused peer reaches the daemon's own check.
-        let served = try await ServedDaemon(validKeys: [Self.key], access: Self.access, socketMode: "0666")
-        chmod(served.dir.file("run"), 0o755)
-        try await served.activate(Self.key)
+        let served = try await openToEveryone()
 
         let stranger = try await served.curl("/v1/key", as: asNobody())
         #expect(stranger.status == 403)
@@ -79,9 +85,7 @@ struct ServingAccessTests {
         "credential.sock: socat prints the key; a uid on no list gets nothing and ACCESS_DENIED",
         .enabled(if: canDropToNobody && haveSocat, "needs root, setpriv and socat"))
     func rawSocket() async throws {
-        let served = try await ServedDaemon(validKeys: [Self.key], access: Self.access, socketMode: "0666")
-        chmod(served.dir.file("run"), 0o755)
-        try await served.activate(Self.key)
+        let served = try await openToEveryone()
         let printed = try await runCommand(["/usr/bin/socat", "-", "UNIX-CONNECT:" + served.credential])
         #expect(printed.status == 0)
         #expect(printed.stdout == Data(Self.key.utf8))
@@ -120,9 +124,7 @@ struct ServingAccessTests {
         "a non-root peer claiming an allowed unit's address is judged by its uid alone: nobody gets nothing",
         .enabled(if: canDropToNobody && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "needs root, setpriv and python3"))
     func forgedUnitAddress() async throws {
-        let served = try await ServedDaemon(validKeys: [Self.key], access: Self.access, socketMode: "0666")
-        chmod(served.dir.file("run"), 0o755)
-        try await served.activate(Self.key)
+        let served = try await openToEveryone()
         let script = """
             import socket, sys
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
