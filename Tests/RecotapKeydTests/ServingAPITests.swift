@@ -106,7 +106,7 @@ struct ServingAPITests {
         #expect(answer.status == 200)
         #expect(answer.body == Data(next.utf8))
         #expect(answer.headers["x-key-version"] == "2")
-        #expect(elapsed < .seconds(5), "answered \(elapsed) after the drop, not at the 60 s timeout")
+        #expect(elapsed < .seconds(20), "answered \(elapsed) after the drop, not at the 60 s timeout")
         print("long poll answered \(elapsed) after the spool rename (verification against the mock included)")
 
         // A version already behind is answered at once.

@@ -8,14 +8,15 @@ import Testing
 struct ServingLimitsTests {
     static let key = "rtk_limits_key_0123456789"
 
-    /// A normal client, timed: the key, well within the read timeout a stuck
-    /// connection would cost it if connections could hold each other up (the tests
-    /// run in parallel on two cores, so the margin is wide).
+    /// A normal client gets the key — and not after a timeout: a connection that
+    /// could hold others up would cost them the 10 s read timeout. (Not a latency
+    /// goal: on two cores running the other suites, spawning curl alone can take
+    /// seconds; the benchmark measures latency.)
     private func normalClientGetsKey(_ served: ServedDaemon, as wrapper: [String] = [], _ comment: Comment) async throws {
         let started = ContinuousClock.now
         let answer = try await served.curl("/v1/key", as: wrapper)
         #expect(answer.status == 200 && answer.body == Data(Self.key.utf8), comment)
-        #expect(ContinuousClock.now - started < .seconds(3), comment)
+        #expect(ContinuousClock.now - started < ServingLimits.standard.requestReadTimeout, comment)
     }
 
     @Test("an oversized header gets 431, a body over 4 KiB 413, garbage 400 — each connection closed, others unaffected")
@@ -56,13 +57,16 @@ struct ServingLimitsTests {
         slow.send("GET /v1/key HTTP/1.1\r\nHost: x\r\nX-Half: ")
         let started = ContinuousClock.now
         try await normalClientGetsKey(served, "while a request hangs half-sent")
+        // Served while the half request was still pending: nothing waited for it.
+        var byte: UInt8 = 0
+        #expect(recv(slow.fd, &byte, 1, Int32(MSG_DONTWAIT)) < 0 && errno == EAGAIN, "the slow connection was still open")
         let answer = try await slow.read(timeout: .seconds(20))
         let waited = ContinuousClock.now - started
         #expect(answer.closed)
         #expect(String(decoding: answer.data, as: UTF8.self).hasPrefix("HTTP/1.1 408"))
         #expect(!String(decoding: answer.data, as: UTF8.self).contains(Self.key))
         let limit = ServingLimits.standard.requestReadTimeout
-        #expect(waited >= limit - .milliseconds(200) && waited < limit + .seconds(5), "closed after \(waited)")
+        #expect(waited >= limit - .milliseconds(200) && waited < limit + .seconds(10), "closed after \(waited)")
         try await normalClientGetsKey(served, "after the slow client")
         #expect(await served.finish() == 0)
     }
