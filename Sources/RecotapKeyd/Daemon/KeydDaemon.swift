@@ -43,11 +43,7 @@ public struct KeydDaemon: Sendable {
         let inotify = try InotifyWatch.descriptor(directory: spool.path)
         let watchingSince = Date()
         let policy = AccessPolicy(access: configuration.access)
-        if !policy.unresolved.isEmpty {
-            logger.warning(
-                "access lists name what this system does not know: \(policy.unresolved.joined(separator: ", ")); they match no one",
-                metadata: ["access.unresolved": .array(policy.unresolved.map { .string($0) })])
-        }
+        policy.warnAboutUnresolved(logger)
         let sockets: ListeningSockets
         do {
             sockets = try ListeningSockets.open(

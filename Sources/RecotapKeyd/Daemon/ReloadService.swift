@@ -49,17 +49,11 @@ public final class ConfigurationReloader: Sendable {
             await checker.reconfigure(CheckTiming(check: new.check, random: random))
             applied.append("check")
         }
-        if new.access != old.access {
-            let policy = AccessPolicy(access: new.access)
-            if !policy.unresolved.isEmpty {
-                logger.warning("access lists name what this system does not know: \(policy.unresolved.joined(separator: ", ")); they match no one")
-            }
-            serving.replacePolicy(policy)
-            applied.append("access")
-        } else {
-            // Group membership may have changed even if the names did not.
-            serving.replacePolicy(AccessPolicy(access: new.access))
-        }
+        // Resolved anew even when the names are the same: group membership may have changed.
+        let policy = AccessPolicy(access: new.access)
+        policy.warnAboutUnresolved(logger)
+        serving.replacePolicy(policy)
+        if new.access != old.access { applied.append("access") }
         let pending = [
             ("api", new.api != old.api), ("spool", new.spool != old.spool), ("store", new.store != old.store),
             ("sockets", new.sockets != old.sockets), ("log", new.log != old.log),

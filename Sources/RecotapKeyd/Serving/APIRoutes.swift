@@ -86,6 +86,12 @@ enum RouteResult: Sendable {
 struct APIRoutes: Sendable {
     let context: ServingContext
 
+    /// The resources and the methods each accepts.
+    static let methods: [String: [HTTPMethod]] = [
+        "/v1/key": [.GET], "/v1/report": [.POST], "/v1/status": [.GET], "/v1/check": [.POST],
+        "/v1/history": [.GET], "/v1/spool": [.GET], "/healthz": [.GET],
+    ]
+
     /// `role` is computed on first use and cached by the connection.
     func route(_ request: APIRequest, peer: Peer, role: () -> AccessRole) -> RouteResult {
         context.counters.countRequest()
@@ -95,11 +101,7 @@ struct APIRoutes: Sendable {
             context.denied(peer, asked: request.summary, needed: who)
             return .respond(.error(.forbidden, "access_denied", "\(request.summary) is for \(who); uid \(peer.uid) is not one"))
         }
-        let allowed: [String: [HTTPMethod]] = [
-            "/v1/key": [.GET], "/v1/report": [.POST], "/v1/status": [.GET], "/v1/check": [.POST],
-            "/v1/history": [.GET], "/v1/spool": [.GET], "/healthz": [.GET],
-        ]
-        guard let methods = allowed[request.path] else {
+        guard let methods = Self.methods[request.path] else {
             return .respond(.error(.notFound, "not_found", "no such resource: \(request.path)"))
         }
         guard methods.contains(request.method) else {

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -63,6 +64,14 @@ public struct AccessPolicy: Sendable, Equatable {
         self.ownUID = ownUID
         self.unresolved = unresolved
         socketGroup = readerGroups.first
+    }
+
+    /// Says which configured names resolved to nothing (they match no one).
+    public func warnAboutUnresolved(_ logger: Logger) {
+        guard !unresolved.isEmpty else { return }
+        logger.warning(
+            "access lists name what this system does not know: \(unresolved.joined(separator: ", ")); they match no one",
+            metadata: ["access.unresolved": .array(unresolved.map { .string($0) })])
     }
 
     /// The peer's role by uid and groups. `groups` is asked for only when the uid

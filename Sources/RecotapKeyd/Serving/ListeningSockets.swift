@@ -104,16 +104,10 @@ public struct ListeningSockets: Sendable {
     /// on it) is replaced; a live one — another daemon serving there — is an error,
     /// and so is anything at the path that is not a socket.
     static func bind(path: String, mode: UInt32, group: UInt32?) throws(ServingSetupError) -> (CInt, String?) {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        let bytes = Array(path.utf8)
-        guard !bytes.isEmpty, bytes.count < capacity else {
+        guard var address = address(path) else {
             throw ServingSetupError(
-                path: path, message: "the path is \(bytes.count) bytes long; a Unix socket path must be under \(capacity)")
-        }
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            buffer.copyBytes(from: bytes)
+                path: path,
+                message: "the path is \(path.utf8.count) bytes long; a Unix socket path must be under \(MemoryLayout.size(ofValue: sockaddr_un().sun_path))")
         }
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
@@ -180,15 +174,21 @@ public struct ListeningSockets: Sendable {
 }
 
 extension ListeningSockets {
+    /// The address of a socket file; `nil` when the path is empty or too long for one.
+    static func address(_ path: String) -> sockaddr_un? {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard !bytes.isEmpty, bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+        return address
+    }
+
     /// Tries to connect to the Unix stream socket at `path`: 0 when something answers,
     /// else the `errno` of the failure (`ENOENT`: no file, `ECONNREFUSED`: nobody
     /// listening, `EACCES`: the file's mode keeps this user out).
     public static func probe(path: String) -> Int32 {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return ENAMETOOLONG }
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+        guard var address = address(path) else { return ENAMETOOLONG }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return errno }
         defer { close(fd) }
