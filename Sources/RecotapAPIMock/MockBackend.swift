@@ -16,6 +16,10 @@ final class MockBackend: Sendable {
     enum Action {
         case respond(MockResponse, afterMilliseconds: Int)
         case drop
+        /// Headers at once, then the body one byte every `everyMilliseconds`.
+        case dribble(status: Int, everyMilliseconds: Int)
+        /// Headers at once, then a chunked body that never ends.
+        case endless(status: Int)
     }
 
     let state = Mutex(State())
@@ -84,6 +88,10 @@ final class MockBackend: Sendable {
             case .nonJSONSuccess:
                 return .respond(MockResponse(status: 200, headers: [("Content-Type", "text/html")],
                                              body: Array("<html>ok</html>".utf8)), afterMilliseconds: 0)
+            case .dribbleBody:
+                return .dribble(status: fault.status ?? 200, everyMilliseconds: max(1, fault.delayMilliseconds ?? 500))
+            case .endlessBody:
+                return .endless(status: fault.status ?? 200)
             }
         }
         return .respond(api(method: method, path: path, query: query, apiKey: apiKey, valid: valid), afterMilliseconds: 0)

@@ -18,6 +18,13 @@ public struct MockFault: Sendable, Codable, Equatable {
         case unauthorizedBare = "unauthorized_bare"
         /// 200 whose body is not JSON: the status still decides.
         case nonJSONSuccess = "non_json_success"
+        /// Headers (status `status`, default 200, with a Content-Length of 1 MiB) at
+        /// once, then one body byte every `delayMilliseconds` (default 500): a server
+        /// that never trips a read timeout yet never finishes.
+        case dribbleBody = "dribble_body"
+        /// Headers (status `status`, default 200, chunked) at once, then body bytes as
+        /// fast as the client reads them, without end.
+        case endlessBody = "endless_body"
     }
 
     public var kind: Kind
@@ -59,6 +66,12 @@ public struct MockFault: Sendable, Codable, Equatable {
     }
     public static func unauthorizedBare(count: Int? = 1) -> MockFault { .init(kind: .unauthorizedBare, count: count) }
     public static func nonJSON(count: Int? = 1) -> MockFault { .init(kind: .nonJSONSuccess, count: count) }
+    public static func dribbleBody(status: Int = 200, everyMilliseconds interval: Int = 500, count: Int? = 1) -> MockFault {
+        .init(kind: .dribbleBody, status: status, delayMilliseconds: interval, count: count)
+    }
+    public static func endlessBody(status: Int = 200, count: Int? = 1) -> MockFault {
+        .init(kind: .endlessBody, status: status, count: count)
+    }
 }
 
 /// One request the mock received, as recorded for tests to read back. The key itself

@@ -99,6 +99,12 @@ private final class MockHTTPHandler: ChannelInboundHandler, RemovableChannelHand
             switch action {
             case .drop:
                 context.close(promise: nil)
+            case .dribble(let status, let interval):
+                writeHead(status: status, headers: [("Content-Length", String(1 << 20))], version: head.version, context: context)
+                dribble(every: .milliseconds(Int64(interval)), left: 1 << 20, context: context)
+            case .endless(let status):
+                writeHead(status: status, headers: [("Transfer-Encoding", "chunked")], version: head.version, context: context)
+                pour(context: context)
             case .respond(let response, let delay):
                 let keepAlive = head.isKeepAlive
                 if delay > 0 {
@@ -128,6 +134,40 @@ private final class MockHTTPHandler: ChannelInboundHandler, RemovableChannelHand
         if !keepAlive {
             let channel = context.channel
             done.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+
+    private func writeHead(status: Int, headers: [(String, String)], version: HTTPVersion, context: ChannelHandlerContext) {
+        var fields = HTTPHeaders(headers)
+        fields.add(name: "Content-Type", value: "application/json")
+        let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status), headers: fields)
+        context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
+    }
+
+    /// One byte, then the next after `interval`, until the client goes away.
+    private func dribble(every interval: TimeAmount, left: Int, context: ChannelHandlerContext) {
+        guard context.channel.isActive, left > 0 else { return }
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: " ")))), promise: nil)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: interval) {
+            let (handler, context) = bound.value
+            handler.dribble(every: interval, left: left - 1, context: context)
+        }
+    }
+
+    /// 16 KiB chunks, each written once the previous one has left (so the mock's own
+    /// memory stays flat), until the client goes away.
+    private func pour(context: ChannelHandlerContext) {
+        guard context.channel.isActive else { return }
+        let chunk = ByteBuffer(repeating: UInt8(ascii: "x"), count: 16 * 1024)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(chunk)))).whenSuccess {
+            // A fresh turn of the loop: a write that completes at once must not recurse.
+            loop.execute {
+                let (handler, context) = bound.value
+                handler.pour(context: context)
+            }
         }
     }
 

@@ -33,7 +33,12 @@ struct DaemonResponse {
     var headers: HTTPHeaders
     var body: String
 
-    var json: JSONValue? { JSONValue.parse(body) }
+    /// The body's JSON for showing to a person: every string escaped
+    /// (``TerminalSafe``), since file names and reasons in it come from outside.
+    var json: JSONValue? { JSONValue.parse(body)?.mappingStrings(TerminalSafe.escape) }
+
+    /// A header's value, escaped as ``json`` is.
+    func header(_ name: String) -> String? { headers.first(name: name).map(TerminalSafe.escape) }
 
     /// The API's own explanation (`message` of its JSON error body).
     var message: String { json?["message"]?.string ?? "HTTP \(status)" }

@@ -55,6 +55,14 @@ func runReportingErrors(_ body: () async throws(KeyctlError) -> Void) async thro
     }
 }
 
+/// `--timeout`: a number of seconds, not NaN, infinity or below zero. Larger than a
+/// century is taken as it is (the wait ends with the process).
+func validateTimeout(_ timeout: Double) throws {
+    guard timeout.isFinite, timeout >= 0 else {
+        throw ValidationError("--timeout must be a number of seconds, 0 or more (got \(timeout))")
+    }
+}
+
 /// Turns the daemon's answer to `GET /v1/key` into an error when it carries no key.
 func requireKey(_ response: DaemonResponse) throws(KeyctlError) {
     switch response.status {
@@ -153,6 +161,8 @@ struct Rotate: AsyncParsableCommand {
     var spool: String?
     @Option(name: .long, help: "Seconds to wait for the verdict.") var timeout: Double = 60
 
+    func validate() throws { try validateTimeout(timeout) }
+
     func run() async throws {
         try await runReportingErrors { () throws(KeyctlError) in
             let key = try KeyInput.read(file)
@@ -186,7 +196,7 @@ struct Rotate: AsyncParsableCommand {
             }
             throw KeyctlError(
                 exit: .timedOut,
-                message: "no verdict on \(name) after \(Int(timeout)) s; see journalctl -u recotap-keyd (the file stays in the spool)")
+                message: "no verdict on \(name) after \(Saturating.int64(timeout) ?? 0) s; see journalctl -u recotap-keyd (the file stays in the spool)")
         }
     }
 
@@ -215,6 +225,8 @@ struct Wait: AsyncParsableCommand {
     var after: Int64?
     @Option(name: .long, help: "Give up after this many seconds (exit 8).") var timeout: Double = 3600
 
+    func validate() throws { try validateTimeout(timeout) }
+
     func run() async throws {
         try await runReportingErrors { () throws(KeyctlError) in
             let client = try await options.client()
@@ -227,15 +239,15 @@ struct Wait: AsyncParsableCommand {
             while true {
                 let left = deadline.timeIntervalSinceNow
                 guard left > 0 else {
-                    throw KeyctlError(exit: .timedOut, message: "the key did not change in \(Int(timeout)) s")
+                    throw KeyctlError(exit: .timedOut, message: "the key did not change in \(Saturating.int64(timeout) ?? 0) s")
                 }
                 let wait = min(left, 300)
                 let response = try await client.request(
                     .GET, "/v1/key?wait=\(String(format: "%.3f", wait))&after=\(version ?? 0)",
-                    timeout: .milliseconds(Int64(wait * 1000) + 10_000))
+                    timeout: .milliseconds((Saturating.int64(wait * 1000) ?? 0) + 10_000))
                 if response.status == 304 { continue }
-                let fingerprint = response.headers.first(name: "X-Key-Fingerprint") ?? "?"
-                let newVersion = response.headers.first(name: "X-Key-Version") ?? "?"
+                let fingerprint = response.header("X-Key-Fingerprint") ?? "?"
+                let newVersion = response.header("X-Key-Version") ?? "?"
                 switch response.status {
                 case 200: print("key \(fingerprint) is active (version \(newVersion))")
                 case 503: throw KeyctlError(exit: .keyInvalid, message: response.message)

@@ -71,6 +71,7 @@ enum StatusReport {
         if let latency = check["latency_ms"]?.int { details.append("\(latency) ms") }
         var text = outcome + (details.isEmpty ? "" : " (\(details.joined(separator: ", ")))")
         if let reason = check["reason"]?.string, outcome != "valid" { text += ": \(reason)" }
+        if let note = check["note"]?.string { text += "\n(\(note))" }
         return text
     }
 

@@ -248,7 +248,7 @@ struct KeyCheckerTests {
         #expect(h.client.calls.isEmpty)
     }
 
-    @Test("consumer reports are debounced by report_min_interval; admin checks are not")
+    @Test("consumer reports and admin checks share one budget: one on-demand check per report_min_interval")
     func debounce() async throws {
         let h = try await Harness(state: .valid)
         await h.checker.tick()
@@ -259,12 +259,82 @@ struct KeyCheckerTests {
         }
         #expect(result.outcome == .valid)
         h.clock.advance(by: .seconds(9))
-        #expect(await h.checker.checkNow(reason: .consumerReport) == .debounced)
+        guard case .debounced(let last, let retryIn) = await h.checker.checkNow(reason: .consumerReport) else {
+            Issue.record("expected the report to be debounced")
+            return
+        }
+        #expect(last?.outcome == .valid)
+        #expect(retryIn == .seconds(1))
+        guard case .debounced = await h.checker.checkNow(reason: .admin) else {
+            Issue.record("an admin check within the interval is debounced too")
+            return
+        }
         #expect(h.client.calls.count == 2)
-        #expect(await h.checker.checkNow(reason: .admin) == .checked(ScriptedClient.valid))
         h.clock.advance(by: .seconds(1))
-        #expect(await h.checker.checkNow(reason: .consumerReport) == .checked(ScriptedClient.valid))
-        #expect(h.client.calls.count == 4)
+        #expect(await h.checker.checkNow(reason: .admin) == .checked(ScriptedClient.valid))
+        #expect(h.client.calls.count == 3)
+    }
+
+    @Test("a 401 is confirmed only after confirm_delay: a report and an admin check moments later wait, and a 200 then keeps the key")
+    func noEarlyConfirmation() async throws {
+        let h = try await Harness(check: { $0.reportMinInterval = .zero }, state: .valid)
+        h.client.script([ScriptedClient.invalid, ScriptedClient.valid])
+        await h.checker.tick()
+        #expect(h.client.calls.count == 1, "the first 401")
+
+        h.clock.advance(by: .milliseconds(10))
+        guard case .debounced = await h.checker.checkNow(reason: .consumerReport) else {
+            Issue.record("a report during the confirmation window sends nothing")
+            return
+        }
+        h.clock.advance(by: .milliseconds(10))
+        let checker = h.checker
+        let admin = Task { await checker.checkNow(reason: .admin) }
+        #expect(await h.clock.settle(sleepers: 1), "the admin check waits on the clock for the confirmation")
+        #expect(h.client.calls.count == 1, "no second request before confirm_delay")
+
+        h.clock.advance(by: .milliseconds(1970))
+        #expect(await h.clock.settle(sleepers: 1))
+        #expect(h.client.calls.count == 1, "still 10 ms short of confirm_delay")
+        h.clock.advance(by: .milliseconds(10))
+        #expect(await admin.value == .checked(ScriptedClient.valid), "the admin check answers the confirmation")
+        #expect(h.client.calls.count == 2)
+        #expect(h.client.calls[1].at.since(h.client.calls[0].at) >= h.check.confirmDelay)
+        await h.checker.tick()
+        #expect(h.client.calls.count == 2, "the scheduler does not confirm a second time")
+        #expect(try await h.storedKey?.state == .valid)
+        #expect(h.events(.keyInvalidated).isEmpty)
+    }
+
+    @Test("an admin check that meets the first 401 answers the confirmed outcome")
+    func adminWaitsForConfirmation() async throws {
+        let h = try await Harness(state: .valid)
+        h.client.script([ScriptedClient.invalid, ScriptedClient.invalid])
+        let checker = h.checker
+        let admin = Task { await checker.checkNow(reason: .admin) }
+        #expect(await h.clock.settle(sleepers: 1))
+        #expect(h.client.calls.count == 1)
+        h.clock.advance(by: h.check.confirmDelay)
+        #expect(await admin.value == .checked(ScriptedClient.invalid))
+        #expect(h.client.calls.count == 2)
+        #expect(try await h.storedKey?.state == .invalid)
+        #expect(h.events(.keyInvalidated).count == 1)
+    }
+
+    @Test("the call budget holds: 1,000 reports and 1,000 admin checks in 10 s cost at most one request per report_min_interval")
+    func callBudget() async throws {
+        let h = try await Harness(state: .valid)
+        await h.checker.tick()
+        #expect(h.client.calls.count == 1, "the check at start")
+        for _ in 0..<1000 {
+            _ = await h.checker.checkNow(reason: .consumerReport)
+            _ = await h.checker.checkNow(reason: .admin)
+            h.clock.advance(by: .milliseconds(10))
+        }
+        let onDemand = h.client.calls.count - 1
+        // 10 s of requests, report_min_interval 10 s: the first, and one more at most
+        // where the window ends.
+        #expect(onDemand >= 1 && onDemand <= 2, "\(onDemand) on-demand requests")
     }
 
     @Test("a newly activated key is checked at once and its history starts afresh")

@@ -7,7 +7,22 @@ import NIOSSL
 /// The table of DESIGN.md §2, as a pure function of the answer. The status code
 /// decides; the body only supplies the reason.
 public enum CheckClassifier {
+    ///
+    /// Everything here is chosen by whoever answers — the API, a proxy, an attacker on
+    /// the path: the reason that reaches the store and the journal is one printable
+    /// line of at most 200 characters, and `Retry-After` saturates at `retryAfterCap`.
     public static func classify(
+        status: Int, reasonPhrase: String, headers: [(String, String)], body: [UInt8]?,
+        latency: Duration, now: Date, retryAfterCap: Duration
+    ) -> CheckResult {
+        var result = outcome(
+            status: status, reasonPhrase: reasonPhrase, headers: headers, body: body, latency: latency, now: now,
+            retryAfterCap: retryAfterCap)
+        result.reason = result.reason.map(clean)
+        return result
+    }
+
+    private static func outcome(
         status: Int, reasonPhrase: String, headers: [(String, String)], body: [UInt8]?,
         latency: Duration, now: Date, retryAfterCap: Duration
     ) -> CheckResult {
@@ -114,17 +129,22 @@ public enum CheckClassifier {
     }
 
     /// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110 §10.2.3); a date in
-    /// the past means now.
+    /// the past means now. Any number of digits is a delay (saturating: the caller
+    /// caps it); anything longer than an HTTP-date is not one.
     public static func parseRetryAfter(_ value: String, now: Date) -> Duration? {
         let trimmed = value.trimmingCharacters(in: .whitespaces)
-        if let seconds = Int(trimmed), seconds >= 0 { return .seconds(seconds) }
+        guard !trimmed.isEmpty else { return nil }
+        if trimmed.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) {
+            return .seconds(Int64(trimmed) ?? .max)
+        }
+        guard trimmed.utf8.count <= 64 else { return nil }
         for format in ["EEE, dd MMM yyyy HH:mm:ss zzz", "EEEE, dd-MMM-yy HH:mm:ss zzz", "EEE MMM d HH:mm:ss yyyy"] {
             let formatter = DateFormatter()
             formatter.locale = Locale(identifier: "en_US_POSIX")
             formatter.timeZone = TimeZone(identifier: "GMT")
             formatter.dateFormat = format
             if let date = formatter.date(from: trimmed) {
-                return .milliseconds(max(0, Int64((date.timeIntervalSince(now) * 1000).rounded(.up))))
+                return Saturating.duration(seconds: max(0, date.timeIntervalSince(now)))
             }
         }
         return nil

@@ -13,7 +13,7 @@ public struct CheckTiming: Sendable {
     /// `check.interval` spread by ±`check.jitter`.
     public func nextInterval() -> Duration {
         let factor = 1 + check.jitter * (2 * random() - 1)
-        return .milliseconds(Int64((Double(check.interval.milliseconds) * factor).rounded()))
+        return Saturating.duration(seconds: check.interval.seconds * factor) ?? check.interval
     }
 
     /// The wait before retry number `failures` (1 = after the first failure): a random
@@ -24,7 +24,7 @@ public struct CheckTiming: Sendable {
         let maximum = Double(check.backoffMax.milliseconds)
         let exponent = Double(max(0, min(failures - 1, 40)))
         let ceiling = min(maximum, minimum * pow2(exponent))
-        return .milliseconds(Int64((minimum + (ceiling - minimum) * random()).rounded()))
+        return Saturating.duration(seconds: (minimum + (ceiling - minimum) * random()) / 1000) ?? check.backoffMin
     }
 
     /// After a 429: what the API asked for, but never below `backoff_min` nor above

@@ -5,18 +5,25 @@ import Logging
 public enum CheckRequestReason: String, Sendable {
     /// A new key became active: check it at once.
     case keyActivated = "key_activated"
-    /// An administrator asked (`POST /v1/check`).
+    /// An administrator asked (`POST /v1/check`). Shares the on-demand budget with
+    /// consumer reports.
     case admin
-    /// A consumer saw a 401 (`POST /v1/report`): debounced by `check.report_min_interval`.
+    /// A consumer saw a 401 (`POST /v1/report`).
     case consumerReport = "consumer_report"
+
+    /// Whether the request comes from a local peer and so counts against the
+    /// on-demand budget (one check per `check.report_min_interval`).
+    var isOnDemand: Bool { self != .keyActivated }
 }
 
 /// The answer to a request for a check outside the schedule.
 public enum CheckRequestOutcome: Sendable, Equatable {
     case checked(CheckResult)
-    /// A consumer report within `check.report_min_interval` of the last one that
-    /// caused a check: nothing was sent to the API.
-    case debounced
+    /// Within `check.report_min_interval` of the last on-demand check (or, for a
+    /// consumer report, while a 401 waits for its confirmation): nothing was sent to
+    /// the API. `last` is the latest check of the key, `retryIn` when the next
+    /// on-demand check may run.
+    case debounced(last: CheckRecord?, retryIn: Duration)
     /// No key, or a key already confirmed invalid (which is never checked again).
     case noCheckableKey(KeyState?)
 }
@@ -35,6 +42,13 @@ public struct CheckerSnapshot: Sendable, Equatable {
 /// rate limits, stops checking a dead key and reminds the journal of it, and logs the
 /// events of §7 — once when something starts, at most once per
 /// `check.reminder_interval` while it lasts, never once per failed attempt.
+///
+/// The API call budget, whatever local peers do: on-demand checks (consumer reports
+/// and admin requests together) run at most once per `check.report_min_interval`;
+/// one asked for while a check is in flight shares its answer; one asked for while a
+/// 401 waits for its confirmation waits for that confirmation instead of sending a
+/// request early — a 401 is confirmed only by a request made `check.confirm_delay`
+/// after it.
 ///
 /// Nothing here sleeps. ``tick()`` does what is due and says when it next has work;
 /// the scheduler's loop (``CheckSchedulerService``) does the waiting on an injected
@@ -61,8 +75,13 @@ public actor KeyChecker {
     private var lastFailure: CheckResult?
     private var lastRequestErrorLog: (status: Int?, at: Date)?
     private var lastReminderAt: Date?
-    private var lastReportCheckAt: Date?
+    /// When an on-demand check last went to the API (the budget's clock).
+    private var lastOnDemandAt: Date?
     private var lastCheck: CheckRecord?
+    /// The latest answer applied to the active key, and how many have been: lets a
+    /// request that waited for a confirmation see whether the confirmation ran.
+    private var lastResult: CheckResult?
+    private var resultsApplied: UInt64 = 0
     private var inFlight: Task<CheckResult?, Never>?
     private var lastStatus: (text: String, kind: String, at: Date)?
     /// Whether the active key has been read once (the check at start is never skipped).
@@ -101,20 +120,53 @@ public actor KeyChecker {
         return nextWake()
     }
 
-    /// A check now, outside the schedule (see ``CheckRequestReason``).
+    /// A check now, outside the schedule (see ``CheckRequestReason``), within the
+    /// on-demand budget described on the type.
     public func checkNow(reason: CheckRequestReason) async -> CheckRequestOutcome {
         let now = clock.now
-        if reason == .consumerReport {
-            if let last = lastReportCheckAt, now.since(last) < check.reportMinInterval { return .debounced }
-            lastReportCheckAt = now
-        }
         await syncActiveKey(now: now)
         guard let key, key.state != .invalid else { return .noCheckableKey(key?.state) }
+        if awaitingConfirmation {
+            // The confirmation is already scheduled: a reporter need not wait for it,
+            // anyone else gets its answer — never an early second request.
+            if reason == .consumerReport { return .debounced(last: lastCheck, retryIn: .zero) }
+            return await confirmed()
+        }
+        if reason.isOnDemand, inFlight == nil {
+            if let last = lastOnDemandAt, now.since(last) < check.reportMinInterval {
+                return .debounced(last: lastCheck, retryIn: check.reportMinInterval - now.since(last))
+            }
+            lastOnDemandAt = now
+        }
         logger.debug("check requested", metadata: ["check.reason": .string(reason.rawValue)])
         let result = await performCheck()
         publishStatus(now: clock.now)
         guard let result else { return .noCheckableKey(self.key?.state) }
+        // A first 401: the answer worth giving is the confirmed one.
+        if result.outcome == .invalid, awaitingConfirmation, reason != .consumerReport {
+            return await confirmed()
+        }
         return .checked(result)
+    }
+
+    /// Waits until the pending 401 is confirmed — by the scheduler's request at
+    /// `confirm_delay`, or by this one's if the scheduler has not sent it by then — and
+    /// returns that answer.
+    private func confirmed() async -> CheckRequestOutcome {
+        let applied = resultsApplied
+        if let due = nextCheckAt, due > clock.now {
+            do {
+                try await clock.sleep(for: due.since(clock.now))
+            } catch {
+                return .noCheckableKey(key?.state)
+            }
+        }
+        if resultsApplied == applied, awaitingConfirmation, key?.state != .invalid {
+            _ = await performCheck()
+            publishStatus(now: clock.now)
+        }
+        guard let lastResult, resultsApplied != applied else { return .noCheckableKey(key?.state) }
+        return .checked(lastResult)
     }
 
     /// A new key was activated (by the spool): pick it up now and check it, unless it
@@ -257,6 +309,8 @@ public actor KeyChecker {
     }
 
     private func apply(_ result: CheckResult, to active: KeyRecord, at now: Date) async {
+        lastResult = result
+        resultsApplied &+= 1
         var metadata = Self.metadata(for: result)
         metadata[LogKey.keyFingerprint] = .string(active.fingerprint)
         metadata[LogKey.keyVersion] = .stringConvertible(active.id)
@@ -294,7 +348,7 @@ public actor KeyChecker {
             lastReminderAt = now
             let since = active.activatedAt ?? active.addedAt
             let validFor = now.since(since)
-            metadata["key.valid_for"] = .stringConvertible(Int(validFor.seconds))
+            metadata["key.valid_for"] = .stringConvertible(validFor.components.seconds)
             if updated == nil { key?.state = .invalid }
             logger.event(
                 .keyInvalidated,
@@ -414,7 +468,7 @@ public actor KeyChecker {
 
     /// "40 s", "12 min", "3 h 5 min", "2 d 4 h".
     static func human(_ duration: Duration) -> String {
-        let seconds = max(0, Int(duration.seconds.rounded()))
+        let seconds = max(0, Saturating.int(Saturating.int64(duration.seconds.rounded()) ?? 0))
         switch seconds {
         case ..<120: return "\(seconds) s"
         case ..<7200: return "\(seconds / 60) min"

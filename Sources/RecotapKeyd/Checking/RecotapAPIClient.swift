@@ -13,8 +13,11 @@ public struct APIClientSetupError: Error, CustomStringConvertible, Sendable {
 /// The real API client: `GET {api.base_url}/accounts?limit=1` on AsyncHTTPClient.
 ///
 /// One `HTTPClient` lives as long as the daemon, so checks reuse its connection pool.
-/// Redirects are never followed (the key is never sent to another host), connect and
-/// total time are bounded by `api.timeout`, and every call makes exactly one request.
+/// Redirects are never followed (the key is never sent to another host), and every
+/// call makes exactly one request. The whole exchange — connect, TLS, headers and body
+/// — ends within `api.timeout`, and at most ``maxBodyBytes`` of the body are read:
+/// AsyncHTTPClient's deadline covers only the response head, so a server that
+/// dribbles its body would otherwise hold a check (and the scheduler) for hours.
 public final class RecotapAPIClient: KeyCheckingClient {
     private let http: HTTPClient
     private let url: String
@@ -63,11 +66,13 @@ public final class RecotapAPIClient: KeyCheckingClient {
         request.headers.add(name: "User-Agent", value: Self.userAgent)
         let clock = ContinuousClock()
         let start = clock.now
+        let deadline = start + timeout
         do {
-            let response = try await http.execute(request, timeout: .milliseconds(timeout.milliseconds))
-            // The body only supplies the reason; a body that cannot be read (too large,
-            // cut off) leaves the status to decide on its own.
-            let body = try? await response.body.collect(upTo: 64 * 1024)
+            let response = try await http.execute(request, timeout: TimeAmount(timeout))
+            // The body only supplies the reason; a body that cannot be read in time or
+            // in size (too large, cut off, still arriving at the deadline) leaves the
+            // status to decide on its own.
+            let body = await Self.collect(response.body, upTo: Self.maxBodyBytes, until: deadline)
             let latency = clock.now - start
             var result = CheckClassifier.classify(
                 status: Int(response.status.code), reasonPhrase: response.status.reasonPhrase,
@@ -81,6 +86,27 @@ public final class RecotapAPIClient: KeyCheckingClient {
             return CheckResult(
                 outcome: result.outcome, httpStatus: result.httpStatus,
                 reason: result.reason.map { Self.redact($0, key: key) }, latency: result.latency)
+        }
+    }
+
+    /// The most of an answer's body that is read (the documented error body is a few
+    /// hundred bytes).
+    static let maxBodyBytes = 64 * 1024
+
+    /// The body, or `nil` if it is larger than `limit` or has not ended by `deadline`
+    /// (the read is then cancelled, which closes the connection).
+    static func collect(
+        _ body: HTTPClientResponse.Body, upTo limit: Int, until deadline: ContinuousClock.Instant
+    ) async -> ByteBuffer? {
+        await withTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask { try? await body.collect(upTo: limit) }
+            group.addTask {
+                try? await Task.sleep(until: deadline, clock: .continuous)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
         }
     }
 

@@ -25,6 +25,6 @@ extension Date {
 
     /// The time from `earlier` to `self` (negative when `earlier` is later).
     func since(_ earlier: Date) -> Duration {
-        .milliseconds(Int64((timeIntervalSince(earlier) * 1000).rounded()))
+        Saturating.duration(seconds: timeIntervalSince(earlier)) ?? .zero
     }
 }

@@ -25,7 +25,10 @@ public enum DurationParsing {
             case "d": scale = 86400
             default: return nil
             }
-            total += .milliseconds(Int64((number * scale * 1000).rounded()))
+            // Saturating: "99999999999999999999d" is a duration, out of every range,
+            // and the validator says so; it must not trap here.
+            guard let part = Saturating.duration(seconds: number * scale) else { return nil }
+            total += part
         }
         return total
     }

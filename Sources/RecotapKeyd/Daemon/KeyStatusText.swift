@@ -31,7 +31,7 @@ public enum KeyStatusText {
     }
 
     public static func age(from start: Date, to end: Date) -> String {
-        let seconds = max(0, Int(end.timeIntervalSince(start)))
+        let seconds = max(0, Saturating.int(Saturating.int64(end.timeIntervalSince(start)) ?? 0))
         switch seconds {
         case ..<120: return "\(seconds) s"
         case ..<7200: return "\(seconds / 60) min"

@@ -36,15 +36,19 @@ public struct ConsoleLogHandler: LogHandler {
     public func log(event: LogEvent) {
         var merged = JournalFields.metadata(of: event, handler: metadata, provider: metadataProvider)
         merged[LogKey.messageID] = nil  // the event name says the same, readably
-        let fields = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.quote(JournalFields.render($0.value)))" }
+        // Escaped: a file name or a peer's comm must not move the cursor or start a
+        // line of its own.
+        let fields = merged.sorted { $0.key < $1.key }.map {
+            "\($0.key)=\(Self.quote(TerminalSafe.escape(JournalFields.render($0.value))))"
+        }
         let time = Date().formatted(.iso8601)
-        let line = ([time, event.level.rawValue, "\(label):", event.message.description] + fields)
+        let line = ([time, event.level.rawValue, "\(label):", TerminalSafe.escape(event.message.description)] + fields)
             .joined(separator: " ")
-        write(line.replacingOccurrences(of: "\n", with: "\\n") + "\n")
+        write(line + "\n")
     }
 
     static func quote(_ value: String) -> String {
         if !value.isEmpty, !value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" }) { return value }
-        return "\"" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        return "\"" + value.replacingOccurrences(of: "\"", with: "\\\"") + "\""
     }
 }

@@ -46,8 +46,10 @@ public enum JournalFields {
         function: String,
         line: UInt
     ) -> [JournalField] {
+        // Every value a person may read is escaped: journalctl prints MESSAGE as it is,
+        // and a spool file name, an API reason or a peer's comm comes from outside.
         var fields = [
-            JournalField("MESSAGE", message),
+            JournalField("MESSAGE", TerminalSafe.escape(message)),
             JournalField("PRIORITY", String(priority(of: level))),
             JournalField("SYSLOG_IDENTIFIER", identifier),
             JournalField("CODE_FILE", file),
@@ -55,7 +57,7 @@ public enum JournalFields {
             JournalField("CODE_FUNC", function),
         ]
         for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
-            fields.append(JournalField(fieldName(forMetadataKey: key), render(value)))
+            fields.append(JournalField(fieldName(forMetadataKey: key), TerminalSafe.escape(render(value))))
         }
         return fields
     }

@@ -123,23 +123,18 @@ struct APIRoutes: Sendable {
     // MARK: - Key
 
     private func key(_ request: APIRequest) -> RouteResult {
-        guard let waitText = request.query["wait"] else {
+        let wait: Duration?
+        let after: Int64?
+        do {
+            wait = try request.seconds("wait", cap: context.limits.maxWait)
+            after = try request.integer("after", in: 0...Int64.max)
+        } catch {
+            return .respond(error.response)
+        }
+        guard let wait else {
             return .respond(Self.keyResponse(context.current.record, request: request, spool: context.intake.directoryPath))
         }
-        guard let seconds = Double(waitText), seconds >= 0, seconds.isFinite else {
-            return .respond(.error(.badRequest, "invalid_parameter", "wait must be a number of seconds, e.g. wait=60"))
-        }
-        let after: Int64
-        if let afterText = request.query["after"] {
-            guard let parsed = Int64(afterText), parsed >= 0 else {
-                return .respond(.error(.badRequest, "invalid_parameter", "after must be a key version (a whole number ≥ 0)"))
-            }
-            after = parsed
-        } else {
-            after = context.current.version
-        }
-        let wait = min(Duration.milliseconds(Int64(seconds * 1000)), context.limits.maxWait)
-        return .longPoll(after: after, wait: wait, json: request.wantsJSON)
+        return .longPoll(after: after ?? context.current.version, wait: wait, json: request.wantsJSON)
     }
 
     static func keyHeaders(_ record: KeyRecord) -> HTTPHeaders {
@@ -283,7 +278,7 @@ struct APIRoutes: Sendable {
                 "long_polls": .int(Int64(connections.longPolls)), "denied": .int(Int64(connections.denied)),
                 "requests": .int(Int64(connections.requests)),
             ]),
-            "uptime_seconds": .int(Int64(Date().timeIntervalSince(context.startedAt))),
+            "uptime_seconds": .int(Saturating.int64(Date().timeIntervalSince(context.startedAt)) ?? 0),
             "daemon_version": .string(KeydVersion.current),
         ]))
     }
@@ -313,21 +308,36 @@ struct APIRoutes: Sendable {
                 "invalid_since": .date(record?.invalidSince),
                 "reason": .string("the key was confirmed invalid before and is never checked again; drop a new key into the spool"),
             ]))
-        case .noCheckableKey, .debounced:
+        case .debounced(let last, let retryIn):
+            // The on-demand budget is spent: the latest check answers instead, saying so.
+            let record = context.current.record
+            let seconds = max(1, retryIn.components.seconds + (retryIn.components.attoseconds > 0 ? 1 : 0))
+            return .json(.ok, .object([
+                "checked": .bool(false),
+                "outcome": last.map { .string($0.outcome.rawValue) } ?? .null,
+                "at": .date(last?.at),
+                "http_status": last?.httpStatus.map { .int(Int64($0)) } ?? .null,
+                "latency_ms": last?.latencyMilliseconds.map { .int(Int64($0)) } ?? .null,
+                "reason": last?.reason.map(JSONValue.string) ?? .null,
+                "fingerprint": record.map { .string($0.fingerprint) } ?? .null,
+                "state": record.map { .string($0.state.rawValue) } ?? .null,
+                "retry_after_seconds": .int(seconds),
+                "note": .string(
+                    "on-demand checks run at most once per check.report_min_interval; this is the latest check's result, a new one can run in \(seconds) s"),
+            ]), headers: ["Retry-After": String(seconds)])
+        case .noCheckableKey:
             return .error(.notFound, "no_key", "no API key to check: drop one into \(context.intake.directoryPath)")
         }
     }
 
     private func history(_ request: APIRequest) -> RouteResult {
-        var limit = 100
-        if let text = request.query["limit"] {
-            guard let parsed = Int(text), (1...1000).contains(parsed) else {
-                return .respond(.error(.badRequest, "invalid_parameter", "limit must be a whole number from 1 to 1000"))
-            }
-            limit = parsed
+        let count: Int
+        do {
+            count = Int(try request.integer("limit", in: 1...1000) ?? 100)
+        } catch {
+            return .respond(error.response)
         }
         let store = context.store
-        let count = limit
         return .later {
             do {
                 let records = try await store.history(limit: count)

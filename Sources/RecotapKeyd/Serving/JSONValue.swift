@@ -58,8 +58,11 @@ public enum JSONValue: Sendable, Equatable {
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
-            case let s where s.value < 0x20:
-                out += String(format: "\\u%04x", s.value)
+            case let s where TerminalSafe.isControl(s):
+                // Valid JSON either way; escaped, a control character in a file name
+                // or a reason cannot act on a terminal that shows the raw body.
+                let hex = String(s.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
             default: out.unicodeScalars.append(scalar)
             }
         }
@@ -121,4 +124,15 @@ public enum JSONValue: Sendable, Equatable {
     }
 
     public var isNull: Bool { self == .null }
+
+    /// The same document with `transform` applied to every string value (not to
+    /// object keys): ``TerminalSafe/escape(_:)`` before showing it to a person.
+    public func mappingStrings(_ transform: (String) -> String) -> JSONValue {
+        switch self {
+        case .string(let value): .string(transform(value))
+        case .array(let values): .array(values.map { $0.mappingStrings(transform) })
+        case .object(let members): .object(members.mapValues { $0.mappingStrings(transform) })
+        default: self
+        }
+    }
 }

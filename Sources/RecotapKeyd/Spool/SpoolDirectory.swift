@@ -142,10 +142,11 @@ public struct SpoolDirectory: Sendable {
     }
 
     static func stamp(_ date: Date) -> String {
-        var seconds = time_t(date.timeIntervalSince1970)
+        let milliseconds = Saturating.int64(date.timeIntervalSince1970 * 1000) ?? 0
+        var seconds = time_t(milliseconds / 1000)
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        let millis = Int(date.timeIntervalSince1970 * 1000) % 1000
+        let millis = Int(milliseconds % 1000)
         return String(
             format: "%04d%02d%02dT%02d%02d%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
             parts.tm_hour, parts.tm_min, parts.tm_sec, millis)

@@ -122,7 +122,7 @@ struct SQLiteRow {
     func int(_ name: String) -> Int64? {
         switch values[name] {
         case .integer(let number): number
-        case .real(let number): Int64(number)
+        case .real(let number): Saturating.int64(number)
         default: nil
         }
     }

@@ -27,7 +27,7 @@ public struct WatchdogService: Service, CustomStringConvertible {
     public static func intervalFromEnvironment() -> Duration? {
         var microseconds: UInt64 = 0
         guard sd_watchdog_enabled(0, &microseconds) > 0, microseconds > 0 else { return nil }
-        return .microseconds(Int64(microseconds))
+        return .microseconds(Saturating.int64(microseconds))
     }
 
     public func run() async throws {
