@@ -18,7 +18,7 @@ public struct MockFault: Sendable, Codable, Equatable {
         case unauthorizedBare = "unauthorized_bare"
         /// 200 whose body is not JSON: the status still decides.
         case nonJSONSuccess = "non_json_success"
-        /// Headers (status `status`, default 200, with a Content-Length of 1 MiB) at
+        /// Headers (status `status`, default 200, with a Content-Length of 4 KiB) at
         /// once, then one body byte every `delayMilliseconds` (default 500): a server
         /// that never trips a read timeout yet never finishes.
         case dribbleBody = "dribble_body"

@@ -100,8 +100,8 @@ private final class MockHTTPHandler: ChannelInboundHandler, RemovableChannelHand
             case .drop:
                 context.close(promise: nil)
             case .dribble(let status, let interval):
-                writeHead(status: status, headers: [("Content-Length", String(1 << 20))], version: head.version, context: context)
-                dribble(every: .milliseconds(Int64(interval)), left: 1 << 20, context: context)
+                writeHead(status: status, headers: [("Content-Length", "4096")], version: head.version, context: context)
+                dribble(every: .milliseconds(Int64(interval)), left: 4096, context: context)
             case .endless(let status):
                 writeHead(status: status, headers: [("Transfer-Encoding", "chunked")], version: head.version, context: context)
                 pour(context: context)

@@ -113,6 +113,37 @@ struct APIClientTests {
         }
     }
 
+    @Test("a body dribbled one byte at a time ends at api.timeout; the status still decides")
+    func dribblingBody() async throws {
+        try await withClient(timeout: .seconds(2)) { (mock: MockRecotapAPI, client: RecotapAPIClient) async throws in
+            // A byte every 300 ms never trips the 2 s read timeout; only a deadline over
+            // the whole exchange ends it.
+            mock.inject(.dribbleBody(status: 200, everyMilliseconds: 300))
+            let valid = await client.check(goodKey)
+            #expect(valid.outcome == .valid)
+            #expect(valid.latency >= .seconds(2) && valid.latency < .milliseconds(3500), "\(valid.latency)")
+            mock.inject(.dribbleBody(status: 401, everyMilliseconds: 300))
+            let invalid = await client.check(goodKey)
+            #expect(invalid.outcome == .invalid)
+            #expect(invalid.reason == "HTTP 401 Unauthorized", "the body never ended: the status line is the reason")
+            #expect(invalid.latency < .milliseconds(3500), "\(invalid.latency)")
+            #expect(await client.check(goodKey).outcome == .valid, "the next check gets a fresh connection")
+        }
+    }
+
+    @Test("an endless body is cut at 64 KiB at once; the status still decides")
+    func endlessBody() async throws {
+        try await withClient(timeout: .seconds(2)) { (mock: MockRecotapAPI, client: RecotapAPIClient) async throws in
+            for status in [200, 401, 503] {
+                mock.inject(.endlessBody(status: status))
+                let result = await client.check(goodKey)
+                #expect(result.httpStatus == status)
+                #expect(result.latency < .seconds(2), "cut by size, not by the deadline: \(result.latency)")
+            }
+            #expect(await client.check(goodKey).outcome == .valid)
+        }
+    }
+
     @Test("a redirect is not followed: the target never receives a request")
     func redirectNotFollowed() async throws {
         let target = try await MockRecotapAPI.start()

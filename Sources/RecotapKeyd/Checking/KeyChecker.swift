@@ -44,11 +44,13 @@ public struct CheckerSnapshot: Sendable, Equatable {
 /// `check.reminder_interval` while it lasts, never once per failed attempt.
 ///
 /// The API call budget, whatever local peers do: on-demand checks (consumer reports
-/// and admin requests together) run at most once per `check.report_min_interval`;
-/// one asked for while a check is in flight shares its answer; one asked for while a
-/// 401 waits for its confirmation waits for that confirmation instead of sending a
-/// request early — a 401 is confirmed only by a request made `check.confirm_delay`
-/// after it.
+/// and admin requests together) send at most one request per
+/// `check.report_min_interval`. One asked for while a check is in flight shares its
+/// answer; one asked for within the interval is answered with the latest check and
+/// leaves one follow-up check at the interval's end (shared by everyone who asked
+/// meanwhile), so a report is never lost; one asked for while a 401 waits for its
+/// confirmation waits for that confirmation instead of sending a request early — a
+/// 401 is confirmed only by a request made `check.confirm_delay` after it.
 ///
 /// Nothing here sleeps. ``tick()`` does what is due and says when it next has work;
 /// the scheduler's loop (``CheckSchedulerService``) does the waiting on an injected
@@ -77,6 +79,9 @@ public actor KeyChecker {
     private var lastReminderAt: Date?
     /// When an on-demand check last went to the API (the budget's clock).
     private var lastOnDemandAt: Date?
+    /// An on-demand check asked for within the budget's interval, due at its end;
+    /// any check that completes meanwhile answers it.
+    private var followUpAt: Date?
     private var lastCheck: CheckRecord?
     /// The latest answer applied to the active key, and how many have been: lets a
     /// request that waited for a confirmation see whether the confirmation ran.
@@ -109,8 +114,14 @@ public actor KeyChecker {
     @discardableResult
     public func tick() async -> Date? {
         await syncActiveKey(now: clock.now)
-        if let key, key.state != .invalid, let due = nextCheckAt, due <= clock.now {
-            _ = await performCheck()
+        if let key, key.state != .invalid {
+            if let due = nextCheckAt, due <= clock.now {
+                _ = await performCheck()
+            } else if let followUp = followUpAt, followUp <= clock.now, !awaitingConfirmation {
+                followUpAt = nil
+                lastOnDemandAt = clock.now
+                _ = await performCheck()
+            }
         }
         let now = clock.now
         if let key, key.state == .invalid {
@@ -134,7 +145,9 @@ public actor KeyChecker {
         }
         if reason.isOnDemand, inFlight == nil {
             if let last = lastOnDemandAt, now.since(last) < check.reportMinInterval {
-                return .debounced(last: lastCheck, retryIn: check.reportMinInterval - now.since(last))
+                let due = last.adding(check.reportMinInterval)
+                followUpAt = min(followUpAt ?? due, due)
+                return .debounced(last: lastCheck, retryIn: due.since(now))
             }
             lastOnDemandAt = now
         }
@@ -198,7 +211,8 @@ public actor KeyChecker {
         if key.state == .invalid {
             return (lastReminderAt ?? clock.now).adding(check.reminderInterval)
         }
-        return nextCheckAt
+        guard let followUpAt, !awaitingConfirmation else { return nextCheckAt }
+        return nextCheckAt.map { min($0, followUpAt) } ?? followUpAt
     }
 
     // MARK: - The active key
@@ -227,6 +241,7 @@ public actor KeyChecker {
         key = stripped
         failures = 0
         awaitingConfirmation = false
+        followUpAt = nil
         lastReminderAt = nil
         lastRequestErrorLog = nil
         lastCheck = nil
@@ -311,6 +326,7 @@ public actor KeyChecker {
     private func apply(_ result: CheckResult, to active: KeyRecord, at now: Date) async {
         lastResult = result
         resultsApplied &+= 1
+        followUpAt = nil
         var metadata = Self.metadata(for: result)
         metadata[LogKey.keyFingerprint] = .string(active.fingerprint)
         metadata[LogKey.keyVersion] = .stringConvertible(active.id)

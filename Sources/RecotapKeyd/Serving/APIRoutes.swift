@@ -323,7 +323,7 @@ struct APIRoutes: Sendable {
                 "state": record.map { .string($0.state.rawValue) } ?? .null,
                 "retry_after_seconds": .int(seconds),
                 "note": .string(
-                    "on-demand checks run at most once per check.report_min_interval; this is the latest check's result, a new one can run in \(seconds) s"),
+                    "on-demand checks send at most one request per check.report_min_interval: this is the latest check's result; a follow-up check runs in \(seconds) s"),
             ]), headers: ["Retry-After": String(seconds)])
         case .noCheckableKey:
             return .error(.notFound, "no_key", "no API key to check: drop one into \(context.intake.directoryPath)")
