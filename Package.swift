@@ -95,11 +95,30 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Fuzzing (README, "Hostile input"): the targets, and the runner libFuzzer
+        // links (`make fuzz`); built normally, the runner replays files.
+        .target(
+            name: "RecotapKeydFuzzTargets",
+            dependencies: [
+                "RecotapKeyd",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Fuzz/Targets"
+        ),
+        .executableTarget(
+            name: "recotap-keyd-fuzz",
+            dependencies: ["RecotapKeydFuzzTargets"],
+            path: "Fuzz/Runner"
+        ),
         .testTarget(
             name: "RecotapKeydTests",
             dependencies: [
                 "RecotapKeyd",
                 "RecotapAPIMock",
+                "RecotapKeydFuzzTargets",
                 "CSQLite",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -4,14 +4,14 @@ import NIOCore
 import NIOHTTP1
 
 /// One complete request on `keyd.sock`.
-struct APIRequest: Sendable {
-    var method: HTTPMethod
-    var path: String
-    var query: [String: String]
-    var headers: HTTPHeaders
-    var body: ByteBuffer
+package struct APIRequest: Sendable {
+    package var method: HTTPMethod
+    package var path: String
+    package var query: [String: String]
+    package var headers: HTTPHeaders
+    package var body: ByteBuffer
 
-    init(head: HTTPRequestHead, body: ByteBuffer) {
+    package init(head: HTTPRequestHead, body: ByteBuffer) {
         method = head.method
         headers = head.headers
         self.body = body
@@ -34,14 +34,14 @@ struct APIRequest: Sendable {
     }
 
     /// "GET /v1/key", for logs.
-    var summary: String { "\(method.rawValue) \(path)" }
+    package var summary: String { "\(method.rawValue) \(path)" }
 }
 
 /// One answer on `keyd.sock`.
-struct APIResponse: Sendable {
-    var status: HTTPResponseStatus
-    var headers: HTTPHeaders
-    var body: ByteBuffer?
+package struct APIResponse: Sendable {
+    package var status: HTTPResponseStatus
+    package var headers: HTTPHeaders
+    package var body: ByteBuffer?
 
     init(status: HTTPResponseStatus, headers: HTTPHeaders = [:], body: ByteBuffer? = nil) {
         self.status = status
@@ -74,7 +74,7 @@ struct APIResponse: Sendable {
 }
 
 /// What the transport does with a request.
-enum RouteResult: Sendable {
+package enum RouteResult: Sendable {
     case respond(APIResponse)
     /// Work off the event loop (the store, the checker).
     case later(@Sendable () async -> APIResponse)
@@ -83,8 +83,10 @@ enum RouteResult: Sendable {
 }
 
 /// The requests of DESIGN.md §5 on `keyd.sock`, independent of the transport.
-struct APIRoutes: Sendable {
+package struct APIRoutes: Sendable {
     let context: ServingContext
+
+    package init(context: ServingContext) { self.context = context }
 
     /// The resources and the methods each accepts.
     static let methods: [String: [HTTPMethod]] = [
@@ -93,7 +95,7 @@ struct APIRoutes: Sendable {
     ]
 
     /// `role` is computed on first use and cached by the connection.
-    func route(_ request: APIRequest, peer: Peer, role: () -> AccessRole) -> RouteResult {
+    package func route(_ request: APIRequest, peer: Peer, role: () -> AccessRole) -> RouteResult {
         context.counters.countRequest()
         func require(_ needed: AccessRole, _ body: () -> RouteResult) -> RouteResult {
             if role() >= needed { return body() }

@@ -85,7 +85,9 @@ public final class SocketServer: Sendable {
             }
     }
 
-    private static func addAPIHandlers(to channel: any Channel, peer: Peer, context: ServingContext) throws {
+    /// The HTTP pipeline of one `keyd.sock` connection (also what the fuzz target
+    /// drives, byte for byte).
+    package static func addAPIHandlers(to channel: any Channel, peer: Peer, context: ServingContext) throws {
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
         decoderLimits.maxHeaderListSize = context.limits.maxHeaderBytes
         decoderLimits.maxHeaderFieldSize = context.limits.maxHeaderBytes

@@ -1,0 +1,63 @@
+import Foundation
+import RecotapKeyd
+
+extension FuzzTarget {
+    /// The configuration file and the environment, as an operator (or a tool writing
+    /// the file) might get them wrong. Input: the YAML text, a NUL, then environment
+    /// lines `NAME=VALUE`. The loader must accept or refuse — naming a key or the
+    /// source — and never trap; what it accepts must be within the documented ranges.
+    static let configuration = FuzzTarget(
+        name: "configuration", summary: "ConfigurationLoader: YAML bytes and RECOTAP_KEYD_* variables"
+    ) { bytes throws(FuzzFailure) in
+        let parts = fields(bytes, limit: 2)
+        var environment: [String: String] = [:]
+        if parts.count > 1 {
+            for line in String(decoding: parts[1], as: UTF8.self).split(separator: "\n") {
+                let pair = line.split(separator: "=", maxSplits: 1)
+                guard pair.count == 2 else { continue }
+                environment[String(pair[0])] = String(pair[1])
+            }
+        }
+        let path = ConfigurationScratch.path
+        guard FileManager.default.createFile(atPath: path, contents: Data(parts[0])) else {
+            throw FuzzFailure("cannot write the scratch configuration file \(path)")
+        }
+        let loader = ConfigurationLoader(filePath: path, fileRequired: true, environment: environment)
+        let outcome = blocking { () -> Result<KeydConfiguration, ConfigurationError> in
+            do throws(ConfigurationError) { return .success(try await loader.load()) } catch { return .failure(error) }
+        }
+        switch outcome {
+        case .success(let config):
+            let check = config.check
+            try FuzzTargets.check(check.interval >= .seconds(10) && check.interval <= .seconds(86_400), "check.interval \(check.interval)")
+            try FuzzTargets.check(check.jitter >= 0 && check.jitter <= 0.5, "check.jitter \(check.jitter)")
+            try FuzzTargets.check(check.backoffMin <= check.backoffMax, "backoff_min above backoff_max")
+            try FuzzTargets.check(config.api.timeout >= .seconds(1) && config.api.timeout <= .seconds(300), "api.timeout \(config.api.timeout)")
+            try FuzzTargets.check(config.sockets.mode & 0o600 == 0o600 && config.sockets.mode <= 0o777, "sockets.mode")
+            // The schedule's arithmetic on whatever was accepted.
+            let timing = CheckTiming(check: check, random: { 0.999_999 })
+            _ = timing.nextInterval()
+            _ = timing.backoff(failures: Int.max)
+            _ = timing.afterRateLimit(retryAfter: .seconds(Int64.max), failures: 1)
+        case .failure(let error):
+            let text = error.description
+            try FuzzTargets.check(!text.isEmpty, "a refusal without words")
+        }
+    }
+}
+
+/// Namespaced so that `check` inside a closure with a local `check` still resolves.
+enum FuzzTargets {
+    static func check(_ condition: Bool, _ message: @autoclosure () -> String) throws(FuzzFailure) {
+        if !condition { throw FuzzFailure(message()) }
+    }
+}
+
+/// One scratch file per process for the configuration target.
+enum ConfigurationScratch {
+    static let path: String = {
+        let directory = FileManager.default.temporaryDirectory.path + "/recotap-keyd-fuzz-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        return directory + "/keyd.yaml"
+    }()
+}

@@ -1,0 +1,54 @@
+import NIOCore
+import NIOHTTP1
+import RecotapKeyd
+
+extension FuzzTarget {
+    /// The routes on structured input, past the HTTP parser: any method, path, query,
+    /// headers and body, from each kind of peer.
+    ///
+    /// Input: a byte choosing the peer, then NUL-separated method, path (with query),
+    /// header lines (`Name: value`, separated by `\n`) and body.
+    static let routes = FuzzTarget(name: "routes", summary: "APIRoutes: method, path, query, headers, body") { bytes throws(FuzzFailure) in
+        guard let first = bytes.first else { return }
+        let fixture = ServingFixture.shared
+        let peer = ServingFixture.peers[Int(first) % ServingFixture.peers.count]
+        let parts = fields(Array(bytes.dropFirst()), limit: 4)
+        let method = HTTPMethod(rawValue: String(decoding: parts[0], as: UTF8.self))
+        let uri = parts.count > 1 ? String(decoding: parts[1], as: UTF8.self) : "/"
+        var headers = HTTPHeaders()
+        if parts.count > 2 {
+            for line in String(decoding: parts[2], as: UTF8.self).split(separator: "\n") {
+                let pair = line.split(separator: ":", maxSplits: 1)
+                if pair.count == 2 { headers.add(name: String(pair[0]), value: String(pair[1])) }
+            }
+        }
+        let body = ByteBuffer(bytes: parts.count > 3 ? parts[3] : [])
+        let request = APIRequest(head: HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: headers), body: body)
+        let policy = fixture.context.policy
+        let result = APIRoutes(context: fixture.context).route(request, peer: peer) { policy.role(of: peer) }
+        switch result {
+        case .respond(let response):
+            try checkResponse(response, to: request)
+        case .later(let work):
+            try checkResponse(blocking(work), to: request)
+        case .longPoll(let after, let wait, _):
+            try check(after >= 0, "a long poll after version \(after)")
+            try check(wait >= .zero && wait <= fixture.context.limits.maxWait, "a long poll of \(wait)")
+        }
+    }
+
+    /// Every answer is a real status, and an error is the documented JSON shape.
+    static func checkResponse(_ response: APIResponse, to request: APIRequest) throws(FuzzFailure) {
+        let code = Int(response.status.code)
+        try check((100...599).contains(code), "status \(code)")
+        if code >= 400 {
+            let text = response.body.map { String(buffer: $0) } ?? ""
+            guard case .object(let object)? = JSONValue.parse(text), object["error"]?.string != nil,
+                object["message"]?.string != nil
+            else { throw FuzzFailure("\(code) to \(request.summary) without {error, message}: \(text)") }
+        }
+        if let body = response.body {
+            try check(body.readableBytes <= 64 * 1024, "an answer of \(body.readableBytes) bytes")
+        }
+    }
+}
