@@ -5,6 +5,9 @@
 #               real systemd (Tests/system/run-system-tests; skipped, saying why, where
 #               they cannot run)
 #   make mock   run the bundled mock of the Recotap API on 127.0.0.1:8089
+#   make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="routes classifier"]
+#               build the fuzz runner with libFuzzer and AddressSanitizer (in
+#               .build-fuzz/) and run each target for FUZZ_SECONDS (Fuzz/run-fuzzers)
 #   make install [DESTDIR=…] [PREFIX=/usr/local] [BUILD=release|debug]
 #               install the binaries, systemd units, sysusers.d, tmpfiles.d, the
 #               journal catalog and /etc/recotap-keyd/keyd.yaml (never overwritten)
@@ -28,7 +31,12 @@ CATALOGDIR   = $(LIBDIR)/systemd/catalog
 DOCDIR       = $(PREFIX)/share/doc/recotap-keyd
 CONFDIR      = /etc/recotap-keyd
 
-.PHONY: deps build run mock test release install clean
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+FUZZ_BUILD   = $(SWIFT) build --scratch-path .build-fuzz --product recotap-keyd-fuzz \
+               -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xswiftc -DRECOTAP_FUZZ
+
+.PHONY: deps build run mock test release install clean fuzz fuzz-build
 
 deps:
 	@missing=""; \
@@ -61,6 +69,13 @@ test: deps
 	$(SWIFT) test --skip-build
 	Tests/system/run-system-tests
 
+fuzz-build: deps
+	$(FUZZ_BUILD)
+
+fuzz: fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_BINARY=$$($(FUZZ_BUILD) --show-bin-path)/recotap-keyd-fuzz \
+	  Fuzz/run-fuzzers $(FUZZ_TARGETS)
+
 release: deps
 	$(SWIFT) build -c release
 
@@ -87,4 +102,4 @@ install: deps
 	fi
 
 clean:
-	rm -rf .build .keyd
+	rm -rf .build .build-fuzz .fuzz .keyd

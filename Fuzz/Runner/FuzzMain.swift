@@ -2,25 +2,23 @@ import Foundation
 import RecotapKeydFuzzTargets
 
 // Built for libFuzzer (`make fuzz`, with -DRECOTAP_FUZZ and -sanitize=fuzzer,address),
-// libFuzzer's own main drives `LLVMFuzzerTestOneInput`; the target is chosen by
-// RECOTAP_FUZZ_TARGET. Built normally, the same binary replays files through a
+// main hands libFuzzer's driver the target chosen by RECOTAP_FUZZ_TARGET. Built normally, the same binary replays files through a
 // target: `recotap-keyd-fuzz TARGET FILE…` (exit 1 on a broken invariant).
 
 #if RECOTAP_FUZZ
 nonisolated(unsafe) private var selected: FuzzTarget?
 
-@_cdecl("LLVMFuzzerInitialize")
-public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>) -> CInt {
-    let name = ProcessInfo.processInfo.environment["RECOTAP_FUZZ_TARGET"] ?? ""
-    guard let target = FuzzTarget.named(name) else {
-        let names = FuzzTarget.all.map(\.name).joined(separator: ", ")
-        FileHandle.standardError.write(Data("set RECOTAP_FUZZ_TARGET to one of: \(names)\n".utf8))
-        exit(64)
-    }
-    selected = target
-    return 0
-}
+/// libFuzzer's driver, called from this program's own main (SwiftPM links an
+/// executable's entry point under its own name, so libFuzzer's main is not used).
+@_silgen_name("LLVMFuzzerRunDriver")
+private func runDriver(
+    _ argc: UnsafeMutablePointer<CInt>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt
+) -> CInt
 
+/// The one input function; exported under libFuzzer's name as well, which its own
+/// (unused) main refers to.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let bytes = data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? []
@@ -30,6 +28,22 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         fatalError("\(selected!.name): \(error)")
     }
     return 0
+}
+
+@main
+struct FuzzDriver {
+    static func main() {
+        let name = ProcessInfo.processInfo.environment["RECOTAP_FUZZ_TARGET"] ?? ""
+        guard let target = FuzzTarget.named(name) else {
+            let names = FuzzTarget.all.map(\.name).joined(separator: ", ")
+            FileHandle.standardError.write(Data("set RECOTAP_FUZZ_TARGET to one of: \(names)\n".utf8))
+            exit(64)
+        }
+        selected = target
+        var argc = CommandLine.argc
+        var argv = CommandLine.unsafeArgv
+        exit(runDriver(&argc, &argv, fuzzOne))
+    }
 }
 #else
 @main

@@ -18,8 +18,14 @@ extension FuzzTarget {
         var headers = HTTPHeaders()
         if parts.count > 2 {
             for line in String(decoding: parts[2], as: UTF8.self).split(separator: "\n") {
+                // What the HTTP decoder could deliver: a token for a name (HTTPHeaders
+                // requires ASCII), a value without line breaks.
                 let pair = line.split(separator: ":", maxSplits: 1)
-                if pair.count == 2 { headers.add(name: String(pair[0]), value: String(pair[1])) }
+                guard pair.count == 2, !pair[0].isEmpty,
+                    pair[0].utf8.allSatisfy({ (0x21...0x7E).contains($0) && $0 != UInt8(ascii: ":") }),
+                    !pair[1].utf8.contains(where: { $0 == 0x0D || $0 == 0x0A || $0 == 0 })
+                else { continue }
+                headers.add(name: String(pair[0]), value: String(pair[1]))
             }
         }
         let body = ByteBuffer(bytes: parts.count > 3 ? parts[3] : [])

@@ -2,7 +2,7 @@ import NIOCore
 import RecotapKeyd
 
 extension FuzzTarget {
-    /// A spool file's bytes, as a writer chooses them: the content rules of DESIGN §3.
+    /// A spool file's bytes, as a writer chooses them: the content rules of README "Dropping in a new key".
     static let spoolContent = FuzzTarget(
         name: "spool-content", summary: "KeyFileContent: a spool file's bytes"
     ) { bytes throws(FuzzFailure) in

@@ -3,7 +3,7 @@ import Foundation
 import Synchronization
 
 /// The mock's state and its decisions, separate from the transport so the rules of
-/// DESIGN.md §1 read in one place.
+/// README "Checking the key" read in one place.
 final class MockBackend: Sendable {
     struct State {
         var validKeys: Set<String> = []

@@ -2,7 +2,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// A local stand-in for the Recotap External API (DESIGN.md §9), on SwiftNIO.
+/// A local stand-in for the Recotap External API (README, "The mock API"), on SwiftNIO.
 ///
 /// It implements what Recotap documents — `GET /api/v1/accounts?limit=N` with
 /// `X-Api-Key`, 401 with `customMessage` "X-Api-Key header is required" or

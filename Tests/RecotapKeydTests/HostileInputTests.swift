@@ -54,6 +54,30 @@ struct HostileInputTests {
         #expect(await served.finish() == 0)
     }
 
+    @Test("odd but valid HTTP on one kept-alive connection: each answer parses, the next request is answered right")
+    func oddRequests() async throws {
+        let served = try await ServedDaemon(validKeys: [Self.key])
+        try await served.activate(Self.key)
+        let client = try UnixClient(path: served.api)
+        let requests = [
+            "HEAD /v1/key HTTP/1.1\r\nHost: x\r\n\r\n",  // no body may follow a HEAD answer
+            "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /v1/key?wait=1&wait=1e16&after=0 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /v1/%6Bey HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /v1/key?%77ait=.5&after=0 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /v1/key HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        ]
+        client.send(requests.joined())
+        let answer = try await client.read()
+        #expect(answer.closed)
+        let text = String(decoding: answer.data, as: UTF8.self)
+        let statuses = text.components(separatedBy: "\r\n").filter { $0.hasPrefix("HTTP/1.1 ") }.map { $0.split(separator: " ")[1] }
+        #expect(statuses == ["405", "404", "200", "404", "200", "200"], "\(text)")
+        #expect(text.hasSuffix(Self.key), "the last answer is the key, whole")
+        try await stillServes(served, after: "odd requests")
+        #expect(await served.finish() == 0)
+    }
+
     @Test("a spool file named with an escape sequence and a newline is logged, listed and shown escaped")
     func escapedFileName() async throws {
         let served = try await ServedDaemon(validKeys: [Self.key])
@@ -85,6 +109,26 @@ struct HostileInputTests {
         #expect(!history.stdout.contains(0x1b) && !history.stdout.contains(0x07), "keyctl prints no raw control character")
         #expect(history.output.contains(#"evil\x1b[2J"#))
         #expect(history.output.split(separator: "\n").count == 3, "header and two rows: the newline stays escaped")
+        #expect(await served.finish() == 0)
+    }
+
+    @Test("a spool file whose name is not UTF-8 is refused by name, moved to rejected/, and the key stays")
+    func undecodableFileName() async throws {
+        let served = try await ServedDaemon(validKeys: [Self.key])
+        try await served.activate(Self.key)
+        let raw: [UInt8] = Array("key-".utf8) + [0xFF, 0xFE, 0x1B] + Array("x".utf8)
+        let path = Array(served.spool.utf8) + [0x2F] + raw + [0]
+        let fd = path.withUnsafeBufferPointer { $0.withMemoryRebound(to: CChar.self) { open($0.baseAddress!, O_CREAT | O_WRONLY, 0o600) } }
+        #expect(fd >= 0)
+        _ = "rtk_some_other_key_0000".withCString { write(fd, $0, 23) }
+        close(fd)
+        #expect(try await served.logged(#"refused key-ÿþx: the file name is not valid UTF-8"#))
+        #expect(SpoolDirectory.rawNames(in: served.spool).filter { $0 != Array("rejected".utf8) }.isEmpty, "gone from the spool")
+        let rejected = try FileManager.default.contentsOfDirectory(atPath: served.spool + "/rejected")
+        #expect(rejected.contains { $0.hasSuffix(#"-key-ÿþx"#) }, "\(rejected)")
+        let spool = try await served.curl("/v1/spool")
+        #expect(spool.json?["recent"]?.array?.first?["verdict"]?.string == "rejected")
+        try await stillServes(served, after: "a name that is not UTF-8")
         #expect(await served.finish() == 0)
     }
 

@@ -4,7 +4,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 
-/// The table of DESIGN.md §2, as a pure function of the answer. The status code
+/// The table of README "Checking the key", as a pure function of the answer. The status code
 /// decides; the body only supplies the reason.
 public enum CheckClassifier {
     ///

@@ -1,4 +1,4 @@
-/// The outcome of one check of a key against the API (DESIGN.md §2). The raw values
+/// The outcome of one check of a key against the API (README, "Checking the key"). The raw values
 /// are the words used in the store, the journal (`RECOTAP_CHECK_OUTCOME`) and the
 /// socket API, so they never change.
 public enum CheckOutcome: String, Sendable, Hashable, CaseIterable, Codable {

@@ -1,4 +1,4 @@
-/// What one request to the API said about a key: the outcome of DESIGN.md §2 and the
+/// What one request to the API said about a key: the outcome of README "Checking the key" and the
 /// details the store and the journal record.
 public struct CheckResult: Sendable, Equatable {
     public var outcome: CheckOutcome

@@ -37,7 +37,7 @@ public struct CheckerSnapshot: Sendable, Equatable {
     public var degradedSince: Date?
 }
 
-/// Checks the active key against the API and acts on every answer as DESIGN.md §2
+/// Checks the active key against the API and acts on every answer as README "Checking the key"
 /// says: confirms a 401 before declaring the key invalid, backs off on outages and
 /// rate limits, stops checking a dead key and reminds the journal of it, and logs the
 /// events of §7 — once when something starts, at most once per

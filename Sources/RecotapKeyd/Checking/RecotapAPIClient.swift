@@ -155,7 +155,7 @@ public final class RecotapAPIClient: KeyCheckingClient {
         }
         let text = source.value.contains("://") ? source.value : "http://" + source.value
         guard let url = URLComponents(string: text), let proxyHost = url.host, !proxyHost.isEmpty,
-            url.scheme?.lowercased() == "http"
+            url.scheme?.lowercased() == "http", (1...65535).contains(url.port ?? 80)
         else {
             throw APIClientSetupError(
                 message: "\(source.name) is not an http:// proxy URL such as http://proxy.example:3128 (TLS to the proxy itself is not supported)")

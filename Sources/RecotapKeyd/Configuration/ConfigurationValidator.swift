@@ -151,6 +151,9 @@ struct ConfigurationValidator {
         guard url.query == nil, url.fragment == nil, url.user == nil, url.password == nil else {
             throw error("api.base_url", "must not carry a query, a fragment or credentials")
         }
+        if let port = url.port, !(1...65535).contains(port) {
+            throw error("api.base_url", "port \(port) is out of range (allowed 1 to 65535)")
+        }
         return text
     }
 
@@ -178,6 +181,9 @@ struct ConfigurationValidator {
             let host = url.host, !host.isEmpty
         else {
             throw error("api.proxy", "\"\(text)\" is not an http:// proxy URL such as http://proxy.example:3128")
+        }
+        if let port = url.port, !(1...65535).contains(port) {
+            throw error("api.proxy", "port \(port) is out of range (allowed 1 to 65535)")
         }
         return text
     }

@@ -1,7 +1,7 @@
 import Logging
 
 /// The validated configuration of one daemon run: built once at start, never mutated,
-/// passed down to every component. See DESIGN.md §8 and `config/keyd.yaml`.
+/// passed down to every component. See README "Configuration" and `config/keyd.yaml`.
 public struct KeydConfiguration: Sendable, Equatable {
     public struct API: Sendable, Equatable {
         /// The API root, e.g. `https://eapi.recotap.com/api/v1` (no trailing slash).
@@ -69,7 +69,7 @@ public struct KeydConfiguration: Sendable, Equatable {
     public var access: Access
     public var log: Log
 
-    /// The production defaults of DESIGN.md §8.
+    /// The production defaults of README "Configuration".
     public static let defaults = KeydConfiguration(
         api: API(
             baseURL: "https://eapi.recotap.com/api/v1",

@@ -1,6 +1,6 @@
 import Logging
 
-/// The events operators alert on (DESIGN.md §7). Their `MESSAGE_ID`s are a public
+/// The events operators alert on (README, "Logging and the journal"). Their `MESSAGE_ID`s are a public
 /// contract — the catalog, alert rules and `journalctl MESSAGE_ID=…` depend on them —
 /// and live here and nowhere else in the code.
 public enum KeydEvent: String, Sendable, CaseIterable {
@@ -31,7 +31,7 @@ public enum KeydEvent: String, Sendable, CaseIterable {
         }
     }
 
-    /// The syslog priority of DESIGN.md §7, as the swift-log level that maps to it.
+    /// The syslog priority of README "Logging and the journal", as the swift-log level that maps to it.
     public var level: Logger.Level {
         switch self {
         case .keyInvalidated: .critical  // 2
@@ -62,7 +62,7 @@ public enum LogKey {
 }
 
 extension Logger {
-    /// Logs one of the events of DESIGN.md §7 at its priority, with its MESSAGE_ID.
+    /// Logs one of the events of README "Logging and the journal" at its priority, with its MESSAGE_ID.
     public func event(
         _ event: KeydEvent,
         _ message: @autoclosure () -> Logger.Message,

@@ -71,7 +71,10 @@ final class APIConnectionHandler: ChannelInboundHandler {
         }
         responding = true
         switch result {
-        case .respond(let response):
+        case .respond(var response):
+            // No resource accepts HEAD (405), but its answer must carry no body, or a
+            // client reading the next answer on the connection would read this body.
+            if request.method == .HEAD { response.body = nil }
             write(response, keepAlive: keepAlive, version: version, context: context)
         case .later(let work):
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
@@ -156,6 +159,9 @@ final class APIConnectionHandler: ChannelInboundHandler {
     /// wire cannot be trusted to be the start of a request.
     private func fail(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ code: String, _ message: String) {
         closing = true
+        // Closed already (the request timed out and got its 408, or the peer left
+        // half-way, which the decoder reports as an error): nobody to answer.
+        guard context.channel.isActive else { return }
         guard !responding else {
             context.close(promise: nil)
             return

@@ -82,7 +82,7 @@ package enum RouteResult: Sendable {
     case longPoll(after: Int64, wait: Duration, json: Bool)
 }
 
-/// The requests of DESIGN.md §5 on `keyd.sock`, independent of the transport.
+/// The requests of README "Serving the key" on `keyd.sock`, independent of the transport.
 package struct APIRoutes: Sendable {
     let context: ServingContext
 

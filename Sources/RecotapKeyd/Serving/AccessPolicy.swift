@@ -4,7 +4,7 @@ import Logging
 import Glibc
 #endif
 
-/// What a peer may do on the sockets (DESIGN.md §5, `access.*`).
+/// What a peer may do on the sockets (README, "Serving the key", `access.*`).
 public enum AccessRole: Int, Sendable, Comparable, CustomStringConvertible {
     /// Connected (the socket file's mode let it in) but on no list: `/healthz` and
     /// `/v1/status` only.

@@ -11,7 +11,7 @@ public struct ServingSetupError: Error, CustomStringConvertible, Sendable {
     public var description: String { "socket \(path): \(message)" }
 }
 
-/// The two listening sockets of DESIGN.md §5, as file descriptors: inherited from
+/// The two listening sockets of README "Serving the key", as file descriptors: inherited from
 /// systemd socket activation (`LISTEN_FDS`, matched by `FileDescriptorName=api` /
 /// `credential`), or bound here at the configured paths.
 public struct ListeningSockets: Sendable {

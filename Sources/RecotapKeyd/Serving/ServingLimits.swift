@@ -1,6 +1,6 @@
 import Synchronization
 
-/// The bounds on what one client can make the daemon hold (DESIGN.md §5). Fixed, not
+/// The bounds on what one client can make the daemon hold (README, "Serving the key"). Fixed, not
 /// configuration: they are far above what a well-behaved consumer needs and low enough
 /// that no local user can exhaust the daemon.
 public struct ServingLimits: Sendable, Equatable {

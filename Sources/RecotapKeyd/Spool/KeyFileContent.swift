@@ -1,4 +1,4 @@
-/// The content rules for a key file (DESIGN.md §3): surrounding whitespace, a trailing
+/// The content rules for a key file (README, "Dropping in a new key"): surrounding whitespace, a trailing
 /// newline, CRLF and a UTF-8 BOM are stripped; what remains must be printable ASCII
 /// without spaces, 8–512 bytes.
 public enum KeyFileContent {

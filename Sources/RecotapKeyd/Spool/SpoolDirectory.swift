@@ -70,17 +70,78 @@ public struct SpoolDirectory: Sendable {
     }
 
     /// The candidate files, oldest modification first (then by name).
-    public func candidates() -> [Entry] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+    public func candidates() -> [Entry] { listing().entries }
+
+    /// The candidate files, and the names of files that would be candidates but are
+    /// not valid UTF-8 (a writer chooses a name's bytes; such a file can be neither
+    /// named in the journal nor opened through a `String`, so it is refused as it is).
+    public func listing() -> (entries: [Entry], undecodable: [[UInt8]]) {
+        var names: [String] = []
+        var undecodable: [[UInt8]] = []
+        for raw in Self.rawNames(in: path) {
+            if let name = String(validating: raw, as: UTF8.self) {
+                names.append(name)
+            } else if Self.isCandidate(String(decoding: raw, as: UTF8.self)) {
+                undecodable.append(raw)
+            }
+        }
         var entries: [Entry] = []
         for name in names where Self.isCandidate(name) {
             var info = stat()
             guard lstat(path + "/" + name, &info) == 0 else { continue }
             entries.append(Entry(name: name, modified: info.st_mtim, inode: UInt64(info.st_ino), size: Int64(info.st_size)))
         }
-        return entries.sorted {
+        let sorted = entries.sorted {
             ($0.modified.tv_sec, $0.modified.tv_nsec, $0.name) < ($1.modified.tv_sec, $1.modified.tv_nsec, $1.name)
         }
+        return (sorted, undecodable)
+    }
+
+    /// The names in a directory as the bytes they are (`.` and `..` left out).
+    static func rawNames(in path: String) -> [[UInt8]] {
+        guard let directory = opendir(path) else { return [] }
+        defer { closedir(directory) }
+        var names: [[UInt8]] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
+            if name != [0x2E] && name != [0x2E, 0x2E] { names.append(name) }
+        }
+        return names
+    }
+
+    /// A name's bytes as ASCII text: printable ASCII as it is, every other byte
+    /// (and the backslash) as `\xNN`.
+    public static func printable(_ raw: [UInt8]) -> String {
+        raw.map { byte in
+            (0x20..<0x7F).contains(byte) && byte != 0x5C
+                ? String(UnicodeScalar(byte)) : "\\x" + (byte < 16 ? "0" : "") + String(byte, radix: 16)
+        }.joined()
+    }
+
+    /// Moves a file whose name is not UTF-8 to `rejected/<UTC time>-<printable name>`
+    /// (mode 0600). Returns the new name, or why it could not be moved.
+    public func rejectUndecodable(_ raw: [UInt8], at now: Date) -> Result<String, SpoolSetupError> {
+        let stamp = Self.stamp(now)
+        var target = "\(stamp)-\(Self.printable(raw))"
+        var attempt = 1
+        while FileManager.default.fileExists(atPath: rejectedPath + "/" + target) {
+            attempt += 1
+            target = "\(stamp)-\(attempt)-\(Self.printable(raw))"
+        }
+        let source = Array(path.utf8) + [0x2F] + raw + [0]
+        let moved = source.withUnsafeBufferPointer { buffer in
+            buffer.withMemoryRebound(to: CChar.self) { rename($0.baseAddress!, rejectedPath + "/" + target) }
+        }
+        guard moved == 0 else {
+            return .failure(SpoolSetupError(message: "cannot move it to rejected/: \(String(cString: strerror(errno)))"))
+        }
+        var info = stat()
+        if lstat(rejectedPath + "/" + target, &info) == 0, info.st_mode & S_IFMT != S_IFLNK {
+            chmod(rejectedPath + "/" + target, 0o600)
+        }
+        fsyncDirectory()
+        prune()
+        return .success(target)
     }
 
     /// Moves a refused file to `rejected/<UTC time>-<name>` (mode 0600) and keeps only

@@ -79,7 +79,7 @@ public actor SpoolIntake {
     /// read half-way even where the daemon cannot take a read lease.
     @discardableResult
     public func processAll(modifiedBefore cutoff: Date? = nil) async -> [String: SpoolVerdict] {
-        let candidates = directory.candidates()
+        let candidates = listCandidates()
         guard let cutoff else { return await process(candidates, judging: candidates) }
         let limit = cutoff.timeIntervalSince1970
         return await process(
@@ -92,8 +92,29 @@ public actor SpoolIntake {
     /// until its own close or rename says it is complete.
     @discardableResult
     public func process(names: Set<String>) async -> [String: SpoolVerdict] {
-        let candidates = directory.candidates()
+        let candidates = listCandidates()
         return await process(candidates, judging: candidates.filter { names.contains($0.name) })
+    }
+
+    /// The candidates now in the directory; files whose names are not UTF-8 are
+    /// refused on the way (whatever event brought the daemon here: their own events
+    /// cannot name them).
+    private func listCandidates() -> [SpoolDirectory.Entry] {
+        let listing = directory.listing()
+        for raw in listing.undecodable {
+            let shown = SpoolDirectory.printable(raw)
+            let reason = "the file name is not valid UTF-8 (name a key file with printable characters)"
+            var metadata: Logger.Metadata = [LogKey.spoolFile: .string(shown), LogKey.reason: .string(reason)]
+            switch directory.rejectUndecodable(raw, at: clock.now) {
+            case .success(let target):
+                metadata["spool.rejected_as"] = .string("rejected/" + target)
+                logger.event(.spoolRejected, "refused \(shown): \(reason); moved to rejected/\(target); the current key stays", metadata: metadata)
+                remember(shown, .rejected(reason: reason, movedTo: target))
+            case .failure(let error):
+                logger.event(.spoolRejected, "refused \(shown): \(reason); \(error.message), so it stays where it is", metadata: metadata)
+            }
+        }
+        return listing.entries
     }
 
     /// `candidates`: everything in the directory now (to forget files no longer there);

@@ -9,7 +9,7 @@ public struct SpoolWriteError: Error, CustomStringConvertible, Sendable {
     public var description: String { message }
 }
 
-/// Puts a key into the spool the safe way (DESIGN.md §3): under a hidden name the
+/// Puts a key into the spool the safe way (README, "Dropping in a new key"): under a hidden name the
 /// daemon ignores, mode 0640, written and fsynced, then renamed to a visible name —
 /// the daemon only ever sees the complete file — and the directory fsynced.
 public enum SpoolWriter {

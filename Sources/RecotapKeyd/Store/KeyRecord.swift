@@ -45,7 +45,7 @@ public struct Activation: Sendable, Equatable {
     public var retired: KeyRecord?
 }
 
-/// How much history the store keeps (DESIGN.md §4).
+/// How much history the store keeps (README, "The store").
 public struct RetentionPolicy: Sendable, Equatable {
     /// Checks older than this are deleted.
     public var checkMaxAge: TimeInterval

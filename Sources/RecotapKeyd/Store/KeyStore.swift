@@ -4,7 +4,7 @@ import Foundation
 import Glibc
 #endif
 
-/// The daemon's SQLite store of keys and checks (DESIGN.md §4).
+/// The daemon's SQLite store of keys and checks (README, "The store").
 ///
 /// The file is created 0600 in a 0700 directory; WAL; `synchronous=FULL` for every
 /// transaction that changes which key is active, so a key switch survives power loss
@@ -360,7 +360,7 @@ public actor KeyStore {
     }
 
     /// Records a check and, with `affectsState`, applies its effect on the key's state
-    /// (DESIGN.md §2): `valid` sets `last_verified_at` (and brings an `unverified` key
+    /// (README, "Checking the key"): `valid` sets `last_verified_at` (and brings an `unverified` key
     /// to `valid`); `invalid` — confirmed by the caller — sets `invalid_since`, and
     /// stays; every other outcome leaves the state alone. A 401 still waiting for its
     /// confirmation is recorded with `affectsState: false`.
