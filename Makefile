@@ -5,7 +5,7 @@
 #               real systemd (Tests/system/run-system-tests; skipped, saying why, where
 #               they cannot run)
 #   make mock   run the bundled mock of the Recotap API on 127.0.0.1:8089
-#   make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="routes classifier"]
+#   make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="routes classifier"] [FUZZ_CONFIGURATION=release|debug]
 #               build the fuzz runner with libFuzzer and AddressSanitizer (in
 #               .build-fuzz/) and run each target for FUZZ_SECONDS (Fuzz/run-fuzzers)
 #   make install [DESTDIR=…] [PREFIX=/usr/local] [BUILD=release|debug]
@@ -33,7 +33,8 @@ CONFDIR      = /etc/recotap-keyd
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
-FUZZ_BUILD   = $(SWIFT) build --scratch-path .build-fuzz --product recotap-keyd-fuzz \
+FUZZ_CONFIGURATION ?= release
+FUZZ_BUILD   = $(SWIFT) build -c $(FUZZ_CONFIGURATION) --scratch-path .build-fuzz --product recotap-keyd-fuzz \
                -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xswiftc -DRECOTAP_FUZZ
 
 .PHONY: deps build run mock test release install clean fuzz fuzz-build

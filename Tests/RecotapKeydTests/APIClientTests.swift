@@ -62,7 +62,7 @@ struct APIClientTests {
         }
     }
 
-    @Test("every fault mode is classified as README "Checking the key" says, one request each")
+    @Test("every fault mode is classified as the README's Checking the key says, one request each")
     func faults() async throws {
         try await withClient(timeout: .seconds(1)) { (mock: MockRecotapAPI, client: RecotapAPIClient) async throws in
             mock.inject(.status(403))

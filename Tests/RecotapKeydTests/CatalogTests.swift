@@ -23,7 +23,7 @@ struct CatalogTests {
         return result
     }
 
-    @Test("one entry per MESSAGE_ID of README "Logging and the journal", each with a subject and what to do")
+    @Test("one entry per MESSAGE_ID of the README's Logging and the journal, each with a subject and what to do")
     func everyEvent() throws {
         let entries = try Self.entries()
         #expect(Set(entries.keys) == Set(KeydEvent.allCases.map(\.messageID)))

@@ -17,7 +17,7 @@ private func errorBody(_ fields: [String: Any]) -> String {
     String(decoding: try! JSONSerialization.data(withJSONObject: fields), as: UTF8.self)
 }
 
-@Suite("Classification (README, "Checking the key")")
+@Suite("Classification (README, Checking the key)")
 struct CheckClassifierTests {
     @Test("2xx is valid, whatever the body", arguments: [200, 201, 204, 299])
     func success(_ status: Int) {

@@ -56,7 +56,7 @@ struct JournalTests {
         #expect(JournalFields.priority(of: level) == priority)
     }
 
-    @Test("every event has the MESSAGE_ID and priority of README "Logging and the journal"")
+    @Test("every event has the MESSAGE_ID and priority of the README's Logging and the journal")
     func eventTable() {
         let design: [String: (String, Int)] = [
             "KEY_INVALIDATED": ("bec7b85894d2454a8dfb1665a0d5640d", 2),

@@ -4,7 +4,7 @@ import Testing
 
 @testable import RecotapKeyd
 
-/// keyd.sock with the real binary and real curl: every request of README "Serving the key".
+/// keyd.sock with the real binary and real curl: every request of the README's Serving the key.
 @Suite("Serving: the HTTP API on keyd.sock (real binary, real curl)", .enabled(if: haveCurl, "needs curl"))
 struct ServingAPITests {
     static let key = "rtk_served_key_0123456789"

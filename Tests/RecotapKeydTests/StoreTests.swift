@@ -143,7 +143,7 @@ struct StoreTests {
         #expect(checks == [CheckRecord(keyID: active.id, at: at(30), outcome: .valid, httpStatus: 200, latencyMilliseconds: 87, reason: nil)])
     }
 
-    @Test("checks move the key's state as README "Checking the key" says; invalid stays invalid")
+    @Test("checks move the key's state as the README's Checking the key says; invalid stays invalid")
     func checkStates() async throws {
         let dir = try TemporaryDirectory()
         let store = try KeyStore(path: dir.file("keyd.sqlite3"))

@@ -109,12 +109,13 @@ public struct SpoolDirectory: Sendable {
         return names
     }
 
-    /// A name's bytes as ASCII text: printable ASCII as it is, every other byte
-    /// (and the backslash) as `\xNN`.
+    /// A name's bytes as printable ASCII: visible ASCII as it is, every other byte
+    /// (and `%` itself) percent-encoded, `key-%FF%FE` — a name the journal, a terminal
+    /// and `rejected/` can all hold, and that says which bytes were there.
     public static func printable(_ raw: [UInt8]) -> String {
         raw.map { byte in
-            (0x20..<0x7F).contains(byte) && byte != 0x5C
-                ? String(UnicodeScalar(byte)) : "\\x" + (byte < 16 ? "0" : "") + String(byte, radix: 16)
+            (0x21..<0x7F).contains(byte) && byte != UInt8(ascii: "%")
+                ? String(UnicodeScalar(byte)) : "%" + (byte < 16 ? "0" : "") + String(byte, radix: 16, uppercase: true)
         }.joined()
     }
 
