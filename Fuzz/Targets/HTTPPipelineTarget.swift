@@ -39,7 +39,7 @@ extension FuzzTarget {
     private static func exchange(_ input: [UInt8], peer: Peer, context: ServingContext) async throws -> [UInt8] {
         let channel = NIOAsyncTestingChannel()
         try await channel.testingEventLoop.executeInContext {
-            try SocketServer.addAPIHandlers(to: channel, peer: peer, context: context)
+            try SocketServer.addAPIHandlers(to: channel, peer: peer, role: context.policy.role(of: peer), context: context)
         }
         try await channel.connect(to: try SocketAddress(unixDomainSocketPath: "/keyd.sock"))
         var output: [UInt8] = []

@@ -31,7 +31,7 @@ extension FuzzTarget {
         let body = ByteBuffer(bytes: parts.count > 3 ? parts[3] : [])
         let request = APIRequest(head: HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: headers), body: body)
         let policy = fixture.context.policy
-        let result = APIRoutes(context: fixture.context).route(request, peer: peer) { policy.role(of: peer) }
+        let result = APIRoutes(context: fixture.context).route(request, peer: peer, role: policy.role(of: peer))
         switch result {
         case .respond(let response):
             try checkResponse(response, to: request)

@@ -69,6 +69,7 @@ struct JournalTests {
             "API_REQUEST_ERROR": ("4f28a134e7c642d4ad23d269c2490624", 3),
             "DAEMON_LIFECYCLE": ("0d21e88f13f24d42b240b8f47bf2c4c8", 6),
             "CONSUMER_REPORTED_401": ("d14aa51bbef64129938a45c06c60d886", 4),
+            "ACCESS_DENIED_SUPPRESSED": ("3cbe7adacfb441af8e7929c3648973e2", 4),
         ]
         #expect(KeydEvent.allCases.count == design.count)
         for event in KeydEvent.allCases {

@@ -41,15 +41,23 @@ struct ServingUnitTests {
         #expect(unknown.socketGroup == nil)
     }
 
-    @Test("a peer's groups include the supplementary groups its process holds")
-    func peerGroups() {
-        let me = Peer(pid: getpid(), uid: getuid(), gid: getgid())
-        var count = getgroups(0, nil)
-        var list = [gid_t](repeating: 0, count: Int(max(count, 1)))
-        count = getgroups(count, &list)
-        #expect(Set(list.prefix(Int(max(count, 0)))).isSubset(of: me.groups()))
-        #expect(me.groups().contains(getgid()))
-        #expect(me.comm != nil)
+    @Test("the role comes from the kernel's uid, gid and groups alone: never from the pid's /proc or the user database")
+    func roleFromKernelValues() {
+        var access = KeydConfiguration.defaults.access
+        access.readers.users = []
+        access.readers.groups = ["5001"]
+        access.admins.groups = ["5002"]
+        let policy = AccessPolicy(access: access, ownUID: 999)
+        // This very process (root, in whatever groups) as the pid: it must not count.
+        let withThisPID = Peer(pid: getpid(), uid: 7000, gid: 7000)
+        #expect(policy.role(of: withThisPID) == AccessRole.none, "the pid's process does not lend its groups")
+        #expect(policy.role(of: Peer(pid: 0, uid: 7000, gid: 7000, supplementaryGroups: [5001])) == .reader)
+        #expect(policy.role(of: Peer(pid: 0, uid: 7000, gid: 5002)) == .admin, "the primary gid counts")
+        #expect(policy.role(of: Peer(pid: 0, uid: 7000, gid: 7000, supplementaryGroups: [100, 5002])) == .admin)
+        let zero = Peer(pid: 0, uid: 7000, gid: 7000, supplementaryGroups: [0, 0, 0])
+        #expect(zero.groups == [7000], "an unused slot (0) is not the root group")
+        #expect(Peer(pid: 0, uid: 7000, gid: 0).groups == [0], "root as the primary gid counts")
+        #expect(Peer(pid: getpid(), uid: 0, gid: 0).comm != nil, "comm is still read, for the log")
     }
 
     @Test("CurrentKey: waiters are answered on a new version only; cancelled ones never")

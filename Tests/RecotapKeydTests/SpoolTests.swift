@@ -326,11 +326,11 @@ struct SpoolIntakeTests {
         #expect(h.rejections().count == 2, "judged again once it changed")
     }
 
-    @Test("the spool directory is created 2770 with rejected/ 0700; a symlink or a world-writable one is refused")
+    @Test("the spool directory is created 3770 with rejected/ 0700; a symlink or a world-writable one is refused")
     func directorySetup() throws {
         let dir = try TemporaryDirectory()
         let spool = try SpoolDirectory(path: dir.file("new/spool"))
-        #expect(fileMode(spool.path) == 0o2770)
+        #expect(fileMode(spool.path) == 0o3770)
         #expect(fileMode(spool.rejectedPath) & 0o777 == 0o700)
         try FileManager.default.createSymbolicLink(atPath: dir.file("link"), withDestinationPath: spool.path)
         #expect(throws: SpoolSetupError.self) { try SpoolDirectory(path: dir.file("link")) }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOPosix
 import ServiceLifecycle
 
 /// The daemon, assembled from a validated configuration.
@@ -40,6 +41,7 @@ public struct KeydDaemon: Sendable {
     ) async throws -> KeydDaemon {
         let store = try KeyStore(path: configuration.store.path)
         let spool = try SpoolDirectory(path: configuration.spool.directory)
+        for warning in spool.warnings { logger.warning("\(warning)", metadata: ["spool.directory": .string(spool.path)]) }
         let inotify = try InotifyWatch.descriptor(directory: spool.path)
         let watchingSince = Date()
         let policy = AccessPolicy(access: configuration.access)
@@ -127,8 +129,10 @@ public struct KeydDaemon: Sendable {
         if let watchdogInterval {
             services.append(.init(service: WatchdogService(
                 interval: watchdogInterval, window: heartbeat + configuration.api.timeout + .seconds(5),
-                clock: clock, notifier: notifier, progress: progress, store: store, readiness: readiness,
-                logger: logger)))
+                clock: clock, notifier: notifier, progress: progress, store: store,
+                eventLoops: EventLoopProbe(loops: Array(MultiThreadedEventLoopGroup.singleton.makeIterator())),
+                readiness: readiness,
+                logger: logger, stallLoopFile: environment["KEYD_TEST_STALL_LOOP_FILE"])))
         }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(

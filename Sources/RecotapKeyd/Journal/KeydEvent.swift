@@ -14,6 +14,7 @@ public enum KeydEvent: String, Sendable, CaseIterable {
     case apiRequestError = "API_REQUEST_ERROR"
     case daemonLifecycle = "DAEMON_LIFECYCLE"
     case consumerReported401 = "CONSUMER_REPORTED_401"
+    case accessDeniedSuppressed = "ACCESS_DENIED_SUPPRESSED"
 
     /// 128-bit id, 32 lowercase hex digits, as `journalctl MESSAGE_ID=` expects.
     public var messageID: String {
@@ -28,6 +29,7 @@ public enum KeydEvent: String, Sendable, CaseIterable {
         case .apiRequestError: "4f28a134e7c642d4ad23d269c2490624"
         case .daemonLifecycle: "0d21e88f13f24d42b240b8f47bf2c4c8"
         case .consumerReported401: "d14aa51bbef64129938a45c06c60d886"
+        case .accessDeniedSuppressed: "3cbe7adacfb441af8e7929c3648973e2"
         }
     }
 
@@ -36,7 +38,7 @@ public enum KeydEvent: String, Sendable, CaseIterable {
         switch self {
         case .keyInvalidated: .critical  // 2
         case .keyStillInvalid, .spoolRejected, .apiRequestError: .error  // 3
-        case .checkDegraded, .accessDenied, .consumerReported401: .warning  // 4
+        case .checkDegraded, .accessDenied, .consumerReported401, .accessDeniedSuppressed: .warning  // 4
         case .keyActivated, .checkRecovered: .notice  // 5
         case .daemonLifecycle: .info  // 6
         }

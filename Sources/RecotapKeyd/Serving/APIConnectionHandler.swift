@@ -12,9 +12,11 @@ final class APIConnectionHandler: ChannelInboundHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let peer: Peer
+    /// Decided at accept, from the kernel's credentials; a reload that lowers it
+    /// closes the connection instead of changing it.
+    private let role: AccessRole
     private let context: ServingContext
     private let routes: APIRoutes
-    private var role: AccessRole?
 
     private var head: HTTPRequestHead?
     private var body = ByteBuffer()
@@ -23,8 +25,9 @@ final class APIConnectionHandler: ChannelInboundHandler {
     private var responding = false
     private var longPoll: (token: UInt64, timeout: Scheduled<Void>)?
 
-    init(peer: Peer, context: ServingContext) {
+    init(peer: Peer, role: AccessRole, context: ServingContext) {
         self.peer = peer
+        self.role = role
         self.context = context
         self.routes = APIRoutes(context: context)
     }
@@ -61,14 +64,10 @@ final class APIConnectionHandler: ChannelInboundHandler {
     }
 
     private func handle(_ request: APIRequest, keepAlive: Bool, version: HTTPVersion, context: ChannelHandlerContext) {
-        let peer = self.peer
-        let policy = self.context.policy
-        let result = routes.route(request, peer: peer) {
-            if let role { return role }
-            let computed = policy.role(of: peer)
-            role = computed
-            return computed
-        }
+        let result = routes.route(request, peer: peer, role: role)
+        // A peer with no role gets its one answer and is disconnected: it cannot keep
+        // connections open that readers need.
+        let keepAlive = keepAlive && role != .none
         responding = true
         switch result {
         case .respond(var response):

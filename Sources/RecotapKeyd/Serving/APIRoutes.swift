@@ -95,10 +95,11 @@ package struct APIRoutes: Sendable {
     ]
 
     /// `role` is computed on first use and cached by the connection.
-    package func route(_ request: APIRequest, peer: Peer, role: () -> AccessRole) -> RouteResult {
+    /// `role`: the peer's, decided at accept.
+    package func route(_ request: APIRequest, peer: Peer, role: AccessRole) -> RouteResult {
         context.counters.countRequest()
         func require(_ needed: AccessRole, _ body: () -> RouteResult) -> RouteResult {
-            if role() >= needed { return body() }
+            if role >= needed { return body() }
             let who = needed == .admin ? "an admin (access.admins)" : "a reader (access.readers or access.admins)"
             context.denied(peer, asked: request.summary, needed: who)
             return .respond(.error(.forbidden, "access_denied", "\(request.summary) is for \(who); uid \(peer.uid) is not one"))
@@ -215,16 +216,17 @@ package struct APIRoutes: Sendable {
                 .conflict, "not_active", "key \(fingerprint) is not the active key\(now): fetch the key again",
                 extra: ["active_fingerprint": context.current.record.map { .string($0.fingerprint) } ?? .null]))
         }
-        let comm = peer.comm
-        var metadata: Logger.Metadata = [
-            LogKey.keyFingerprint: .string(fingerprint), LogKey.keyVersion: .stringConvertible(active.id),
-            LogKey.peerUID: .stringConvertible(peer.uid), LogKey.peerPID: .stringConvertible(peer.pid),
-        ]
-        if let comm { metadata["peer.comm"] = .string(comm) }
-        context.logger.event(
-            .consumerReported401,
-            "a consumer (uid \(peer.uid), pid \(peer.pid)\(comm.map { ", \($0)" } ?? "")) reports that the API answered 401 for key \(fingerprint); checking it",
-            metadata: metadata)
+        let version = active.id
+        context.peerLog.record(.consumerReport, .event(.consumerReported401), peer: peer) { [fingerprint] comm in
+            var metadata: Logger.Metadata = [
+                LogKey.keyFingerprint: .string(fingerprint), LogKey.keyVersion: .stringConvertible(version),
+                LogKey.peerUID: .stringConvertible(peer.uid), LogKey.peerPID: .stringConvertible(peer.pid),
+            ]
+            if let comm { metadata["peer.comm"] = .string(comm) }
+            return (
+                "a consumer (uid \(peer.uid), pid \(peer.pid)\(comm.map { ", \($0)" } ?? "")) reports that the API answered 401 for key \(fingerprint); checking it",
+                metadata)
+        }
         let checker = context.checker
         Task { _ = await checker.checkNow(reason: .consumerReport) }
         return .respond(.json(.accepted, .object([

@@ -85,7 +85,7 @@ public struct AccessPolicy: Sendable, Equatable {
     }
 
     public func role(of peer: Peer) -> AccessRole {
-        role(uid: peer.uid, groups: { peer.groups() })
+        role(uid: peer.uid, groups: { peer.groups })
     }
 
     /// Whether the raw credential socket may hand this peer the key. A connection

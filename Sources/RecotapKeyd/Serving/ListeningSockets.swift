@@ -163,7 +163,13 @@ public struct ListeningSockets: Sendable {
         guard info.st_mode & S_IFMT == S_IFSOCK else {
             throw ServingSetupError(path: path, message: "something that is not a socket is in the way; remove it or choose another path")
         }
-        if probe(path: path) == 0 {
+        // Live only if it keeps answering: a socket whose process just died can still
+        // be held for a moment by a child forked before it closed (until that child
+        // execs, which closes it).
+        if (0..<3).allSatisfy({ attempt in
+            if attempt > 0 { usleep(100_000) }
+            return probe(path: path) == 0
+        }) {
             throw ServingSetupError(
                 path: path, message: "another process is already serving on it (is recotap-keyd running twice?)")
         }

@@ -6,27 +6,48 @@ import Glibc
 #endif
 
 /// Who is on the other end of an accepted Unix socket connection, as the kernel says:
-/// `SO_PEERCRED` (uid, gid, pid at `connect` time), read right after `accept` and
+/// `SO_PEERCRED` (uid, gid, pid at `connect` time) and `SO_PEERGROUPS` (the
+/// supplementary groups the peer held then), read in the child channel's initializer
 /// before a byte of the request; and, when systemd connects on behalf of a unit for
 /// `LoadCredential=`, the unit named in the peer's abstract socket address.
+///
+/// These values, fixed at `connect`, are all that access decisions use: nothing is
+/// looked up later by pid (which the peer may have given up, and another process
+/// taken) or in the user database (which may be slow, and is not what the peer's
+/// process holds).
 public struct Peer: Sendable, Equatable {
     public var pid: Int32
     public var uid: UInt32
     public var gid: UInt32
+    /// The primary gid and the supplementary groups, as the kernel reported them. The
+    /// root group (0) counts only as the primary gid: the kernel's answer cannot tell
+    /// it from an unused slot.
+    public var groups: Set<UInt32>
+    /// False when the kernel could not list the supplementary groups (more than
+    /// ``maxGroups``, or `SO_PEERGROUPS` unsupported): only the primary gid counts then.
+    public var groupsComplete: Bool
     /// Set when a root peer's address is systemd's `\0<random>/unit/<unit>/<credential-id>`.
     public var unit: String?
     public var credentialID: String?
 
-    public init(pid: Int32, uid: UInt32, gid: UInt32, unit: String? = nil, credentialID: String? = nil) {
+    /// The most supplementary groups read from the kernel.
+    public static let maxGroups = 256
+
+    public init(
+        pid: Int32, uid: UInt32, gid: UInt32, supplementaryGroups: [UInt32] = [], groupsComplete: Bool = true,
+        unit: String? = nil, credentialID: String? = nil
+    ) {
         self.pid = pid
         self.uid = uid
         self.gid = gid
+        self.groups = Set(supplementaryGroups.filter { $0 != 0 }).union([gid])
+        self.groupsComplete = groupsComplete
         self.unit = unit
         self.credentialID = credentialID
     }
 
     /// Reads the peer of an accepted channel, before any read (call from the child
-    /// channel's initializer).
+    /// channel's initializer, on its event loop).
     public static func of(_ channel: any Channel) -> EventLoopFuture<Peer> {
         guard let provider = channel as? any SocketOptionProvider else {
             return channel.eventLoop.makeFailedFuture(PeerError.notASocket)
@@ -34,18 +55,30 @@ public struct Peer: Sendable, Equatable {
         let credentials: EventLoopFuture<recotap_ucred> = provider.unsafeGetSocketOption(
             level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
         let remote = channel.remoteAddress
-        return credentials.map { credentials in
-            var peer = Peer(pid: credentials.pid, uid: credentials.uid, gid: credentials.gid)
-            // Any process may bind any abstract name: the unit form is believed only
-            // from root, as which systemd connects for LoadCredential=.
-            if credentials.uid == 0, case .unixDomainSocket(let address)? = remote,
-                let (unit, credential) = Self.systemdUnit(fromAbstractAddress: address.address)
-            {
-                peer.unit = unit
-                peer.credentialID = credential
+        return credentials.flatMap { credentials in
+            let groups: EventLoopFuture<recotap_peer_groups> = provider.unsafeGetSocketOption(
+                level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(RECOTAP_SO_PEERGROUPS))
+            return groups.map { Optional($0) }.recover { _ in nil }.map { groups in
+                var peer = Peer(
+                    pid: credentials.pid, uid: credentials.uid, gid: credentials.gid,
+                    supplementaryGroups: groups.map(Self.gids(in:)) ?? [], groupsComplete: groups != nil)
+                // Any process may bind any abstract name: the unit form is believed only
+                // from root, as which systemd connects for LoadCredential=.
+                if credentials.uid == 0, case .unixDomainSocket(let address)? = remote,
+                    let (unit, credential) = Self.systemdUnit(fromAbstractAddress: address.address)
+                {
+                    peer.unit = unit
+                    peer.credentialID = credential
+                }
+                return peer
             }
-            return peer
         }
+    }
+
+    /// The gids the kernel wrote: every non-zero slot (the buffer was zero-filled).
+    static func gids(in buffer: recotap_peer_groups) -> [UInt32] {
+        var copy = buffer
+        return withUnsafeBytes(of: &copy.gids) { raw in raw.bindMemory(to: UInt32.self).filter { $0 != 0 } }
     }
 
     /// Parses systemd's `LoadCredential=` client address: an abstract name (first
@@ -64,30 +97,13 @@ public struct Peer: Sendable, Equatable {
         return (String(parts[2]), String(parts[3]))
     }
 
-    /// The process's name from `/proc/PID/comm`, when it can still be read (the
-    /// process may be gone, or `/proc` hidden).
+    /// The process's name from `/proc/PID/comm`, for the log only (the process may be
+    /// gone, its pid reused, or `/proc` hidden). Reads a file: never call it on an
+    /// event loop.
     public var comm: String? {
         guard pid > 0, let data = FileManager.default.contents(atPath: "/proc/\(pid)/comm") else { return nil }
-        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let text = String(decoding: data.prefix(64), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         return text.isEmpty ? nil : text
-    }
-
-    /// Every group that counts for this peer: its gid, the supplementary groups its
-    /// process holds (`/proc/PID/status`), and those the group database gives its uid.
-    public func groups() -> Set<UInt32> {
-        var groups: Set<UInt32> = [gid]
-        if pid > 0, let data = FileManager.default.contents(atPath: "/proc/\(pid)/status") {
-            let text = String(decoding: data, as: UTF8.self)
-            if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Groups:") }) {
-                for field in line.dropFirst("Groups:".count).split(whereSeparator: \.isWhitespace) {
-                    if let id = UInt32(field) { groups.insert(id) }
-                }
-            }
-        }
-        if let name = UserDatabase.userName(uid: uid) {
-            groups.formUnion(UserDatabase.groupList(user: name, primaryGID: gid))
-        }
-        return groups
     }
 }
 
@@ -96,17 +112,9 @@ public enum PeerError: Error, CustomStringConvertible {
     public var description: String { "the connection is not a socket: no SO_PEERCRED" }
 }
 
-/// Lookups in the user and group databases (NSS), thread-safe (`_r` variants).
+/// Lookups in the user and group databases (NSS), thread-safe (`_r` variants): at
+/// start and at reload only, never per connection.
 enum UserDatabase {
-    static func userName(uid: UInt32) -> String? {
-        var entry = passwd()
-        var result: UnsafeMutablePointer<passwd>?
-        var buffer = [CChar](repeating: 0, count: 4096)
-        guard getpwuid_r(uid, &entry, &buffer, buffer.count, &result) == 0, result != nil, let name = entry.pw_name
-        else { return nil }
-        return String(cString: name)
-    }
-
     static func uid(user: String) -> UInt32? {
         var entry = passwd()
         var result: UnsafeMutablePointer<passwd>?
@@ -134,19 +142,6 @@ enum UserDatabase {
         guard getgrgid_r(gid, &entry, &buffer, buffer.count, &result) == 0, result != nil, let name = entry.gr_name
         else { return nil }
         return String(cString: name)
-    }
-
-    static func groupList(user: String, primaryGID: UInt32) -> [UInt32] {
-        var count: Int32 = 64
-        while true {
-            var groups = [gid_t](repeating: 0, count: Int(count))
-            var found = count
-            if getgrouplist(user, primaryGID, &groups, &found) >= 0 {
-                return Array(groups.prefix(Int(found)))
-            }
-            guard found > count, found < 65_536 else { return [] }
-            count = found
-        }
     }
 }
 

@@ -3,7 +3,8 @@ import Logging
 import Synchronization
 
 /// What every connection on both sockets shares: the key as committed, the checker
-/// and spool for status and admin calls, the access policy, limits and counters.
+/// and spool for status and admin calls, the access policy, limits, counters and the
+/// open connections, and the peer log.
 public final class ServingContext: Sendable {
     public let current: CurrentKey
     public let store: KeyStore
@@ -11,13 +12,14 @@ public final class ServingContext: Sendable {
     public let intake: SpoolIntake
     public let counters: ServingCounters
     public let limits: ServingLimits
+    public let peerLog: PeerLog
     let logger: Logger
     let startedAt: Date
     private let policyBox: Mutex<AccessPolicy>
 
     public init(
         store: KeyStore, checker: KeyChecker, intake: SpoolIntake, policy: AccessPolicy, limits: ServingLimits,
-        logger: Logger, startedAt: Date = Date()
+        logger: Logger, startedAt: Date = Date(), peerLogLimits: PeerLog.Limits = PeerLog.Limits()
     ) {
         self.current = store.current
         self.store = store
@@ -25,6 +27,7 @@ public final class ServingContext: Sendable {
         self.intake = intake
         self.counters = ServingCounters(limits: limits)
         self.limits = limits
+        self.peerLog = PeerLog(logger: logger, limits: peerLogLimits)
         self.logger = logger
         self.startedAt = startedAt
         self.policyBox = Mutex(policy)
@@ -32,23 +35,39 @@ public final class ServingContext: Sendable {
 
     public var policy: AccessPolicy { policyBox.withLock { $0 } }
 
-    /// Installs a policy resolved anew (configuration reload).
-    public func replacePolicy(_ policy: AccessPolicy) { policyBox.withLock { $0 = policy } }
+    /// Installs a policy resolved anew (configuration reload), and closes the open
+    /// connections of peers it gives less than they had — with their keep-alives and
+    /// long polls, so that none of them receives another answer under the old role.
+    /// Returns how many were closed.
+    @discardableResult
+    public func replacePolicy(_ policy: AccessPolicy) -> Int {
+        policyBox.withLock { $0 = policy }
+        let revoked = counters.connections { peer, role in policy.role(of: peer) < role }
+        for channel in revoked { channel.close(promise: nil) }
+        if !revoked.isEmpty {
+            logger.notice(
+                "access changed: closed \(revoked.count) connection(s) of peers with less access than before",
+                metadata: ["connections.closed": .stringConvertible(revoked.count)])
+        }
+        return revoked.count
+    }
 
-    /// Logs ACCESS_DENIED: who (uid, pid, comm, unit) asked for what.
+    /// Logs ACCESS_DENIED (within the peer log's limits): who (uid, pid, comm, unit)
+    /// asked for what.
     func denied(_ peer: Peer, asked: String, needed: String) {
         counters.countDenied()
-        let comm = peer.comm
-        var metadata: Logger.Metadata = [
-            LogKey.peerUID: .stringConvertible(peer.uid),
-            LogKey.peerPID: .stringConvertible(peer.pid),
-            "peer.gid": .stringConvertible(peer.gid),
-            "request": .string(asked),
-        ]
-        if let comm { metadata["peer.comm"] = .string(comm) }
-        if let unit = peer.unit { metadata[LogKey.peerUnit] = .string(unit) }
-        let who = peer.unit.map { "unit \($0)" }
-            ?? "uid \(peer.uid) (pid \(peer.pid)\(comm.map { ", \($0)" } ?? ""))"
-        logger.event(.accessDenied, "refused \(who): \(asked) needs \(needed)", metadata: metadata)
+        peerLog.record(.accessDenied, .event(.accessDenied), peer: peer) { comm in
+            var metadata: Logger.Metadata = [
+                LogKey.peerUID: .stringConvertible(peer.uid),
+                LogKey.peerPID: .stringConvertible(peer.pid),
+                "peer.gid": .stringConvertible(peer.gid),
+                "request": .string(asked),
+            ]
+            if let comm { metadata["peer.comm"] = .string(comm) }
+            if let unit = peer.unit { metadata[LogKey.peerUnit] = .string(unit) }
+            let who = peer.unit.map { "unit \($0)" }
+                ?? "uid \(peer.uid) (pid \(peer.pid)\(comm.map { ", \($0)" } ?? ""))"
+            return ("refused \(who): \(asked) needs \(needed)", metadata)
+        }
     }
 }

@@ -1,3 +1,4 @@
+import NIOCore
 import Synchronization
 
 /// The bounds on what one client can make the daemon hold (README, "Serving the key"). Fixed, not
@@ -12,11 +13,16 @@ public struct ServingLimits: Sendable, Equatable {
     public var requestReadTimeout: Duration = .seconds(10)
     /// A kept-alive connection with no request for this long is closed.
     public var idleTimeout: Duration = .seconds(60)
-    /// Connections open at once, both sockets together; more are refused at once.
+    /// Connections open at once from readers and admins, both sockets together; more
+    /// are refused at once. Peers with no role never count here: this capacity is
+    /// theirs alone.
     public var maxConnections = 1024
     /// Connections open at once from one uid, so that one user's runaway client
     /// cannot crowd out everyone else's.
     public var maxConnectionsPerUID = 256
+    /// Connections open at once from peers with no role (they may ask for
+    /// `/v1/status` and `/healthz`, one request a connection), all uids together.
+    public var maxNoRoleConnections = 64
     /// Long polls (`GET /v1/key?wait=`) waiting at once.
     public var maxLongPolls = 512
     /// The longest `wait=` honoured; longer values are cut to this.
@@ -26,7 +32,8 @@ public struct ServingLimits: Sendable, Equatable {
     public static let standard = ServingLimits()
 }
 
-/// Live counts of what the sockets hold, shared by every connection.
+/// Live counts of what the sockets hold, and the connections themselves (with each
+/// peer and the role it was given at accept), shared by every connection.
 public final class ServingCounters: Sendable {
     public struct Snapshot: Sendable, Equatable {
         public var active = 0
@@ -34,10 +41,18 @@ public final class ServingCounters: Sendable {
         public var longPolls = 0
         public var denied = 0
         public var requests = 0
+        /// Of `active`, those from peers with no role.
+        public var noRole = 0
+    }
+    private struct Open {
+        var channel: any Channel
+        var peer: Peer
+        var role: AccessRole
     }
     private struct State {
         var counts = Snapshot()
         var perUID: [UInt32: Int] = [:]
+        var open: [ObjectIdentifier: Open] = [:]
     }
     private let state = Mutex(State())
     let limits: ServingLimits
@@ -46,26 +61,39 @@ public final class ServingCounters: Sendable {
 
     public var snapshot: Snapshot { state.withLock { $0.counts } }
 
-    /// Admits one more connection from `uid`, or counts a refusal.
-    func admit(uid: UInt32) -> Bool {
+    /// Admits one more connection, or counts a refusal: peers with no role share
+    /// ``ServingLimits/maxNoRoleConnections``; readers and admins the rest.
+    func admit(_ channel: any Channel, peer: Peer, role: AccessRole) -> Bool {
         state.withLock { state in
-            let mine = state.perUID[uid, default: 0]
-            guard state.counts.active < limits.maxConnections, mine < limits.maxConnectionsPerUID else {
+            let mine = state.perUID[peer.uid, default: 0]
+            let roleFull = role == .none
+                ? state.counts.noRole >= limits.maxNoRoleConnections
+                : state.counts.active - state.counts.noRole >= limits.maxConnections
+            guard !roleFull, mine < limits.maxConnectionsPerUID else {
                 state.counts.refused += 1
                 return false
             }
             state.counts.active += 1
-            state.perUID[uid] = mine + 1
+            if role == .none { state.counts.noRole += 1 }
+            state.perUID[peer.uid] = mine + 1
+            state.open[ObjectIdentifier(channel)] = Open(channel: channel, peer: peer, role: role)
             return true
         }
     }
 
-    func release(uid: UInt32) {
+    func release(_ channel: any Channel) {
         state.withLock { state in
+            guard let open = state.open.removeValue(forKey: ObjectIdentifier(channel)) else { return }
             state.counts.active -= 1
-            let left = state.perUID[uid, default: 1] - 1
-            state.perUID[uid] = left > 0 ? left : nil
+            if open.role == .none { state.counts.noRole -= 1 }
+            let left = state.perUID[open.peer.uid, default: 1] - 1
+            state.perUID[open.peer.uid] = left > 0 ? left : nil
         }
+    }
+
+    /// The open connections for which `match(peer, role at accept)` holds.
+    func connections(where match: (Peer, AccessRole) -> Bool) -> [any Channel] {
+        state.withLock { state in state.open.values.filter { match($0.peer, $0.role) }.map(\.channel) }
     }
 
     func beginLongPoll() -> Bool {

@@ -14,7 +14,7 @@ import Glibc
 public final class SocketServer: Sendable {
     public let sockets: ListeningSockets
     private let channels: [any Channel]
-    private let context: ServingContext
+    let context: ServingContext
 
     private init(sockets: ListeningSockets, channels: [any Channel], context: ServingContext) {
         self.sockets = sockets
@@ -29,10 +29,10 @@ public final class SocketServer: Sendable {
     ) async throws -> SocketServer {
         var channels: [any Channel] = []
         do {
-            channels.append(try await bootstrap(group: group, context: context, refusal: tooManyConnections) { channel, peer in
-                try addAPIHandlers(to: channel, peer: peer, context: context)
+            channels.append(try await bootstrap(group: group, context: context, refusal: tooManyConnections) { channel, peer, role in
+                try addAPIHandlers(to: channel, peer: peer, role: role, context: context)
             }.withBoundSocket(sockets.api.descriptor).get())
-            channels.append(try await bootstrap(group: group, context: context, refusal: nil) { channel, peer in
+            channels.append(try await bootstrap(group: group, context: context, refusal: nil) { channel, peer, _ in
                 serveCredential(on: channel, to: peer, context: context)
             }.withBoundSocket(sockets.credential.descriptor).get())
         } catch {
@@ -59,19 +59,29 @@ public final class SocketServer: Sendable {
 
     /// `refusal`: written before closing a connection over the limits (nothing on the
     /// raw socket, where any bytes would be taken for a key).
+    ///
+    /// Each connection's peer and role are decided here, once, before a byte of it is
+    /// read, from what the kernel reported at `connect` (``Peer/of(_:)``) and the
+    /// policy's resolved ids: no lookup by name, no `/proc`, nothing that blocks.
     private static func bootstrap(
         group: any EventLoopGroup, context: ServingContext, refusal: String?,
-        serve: @escaping @Sendable (any Channel, Peer) throws -> Void
+        serve: @escaping @Sendable (any Channel, Peer, AccessRole) throws -> Void
     ) -> ServerBootstrap {
         let counters = context.counters
+        let limits = context.limits
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: ListeningSockets.backlog)
             .childChannelInitializer { channel in
                 Peer.of(channel).flatMapThrowing { peer in
-                    guard counters.admit(uid: peer.uid) else {
-                        context.logger.debug(
-                            "connection refused: too many open",
-                            metadata: [LogKey.peerUID: .stringConvertible(peer.uid), LogKey.peerPID: .stringConvertible(peer.pid)])
+                    let role = context.policy.role(of: peer)
+                    guard counters.admit(channel, peer: peer, role: role) else {
+                        let which = role == .none
+                            ? "peers with no role share \(limits.maxNoRoleConnections)"
+                            : "at most \(limits.maxConnectionsPerUID) per uid, \(limits.maxConnections) in all"
+                        context.peerLog.record(.overLimit, .level(.warning), peer: peer) { _ in
+                            ("connection from uid \(peer.uid) refused: too many open (\(which))",
+                             [LogKey.peerUID: .stringConvertible(peer.uid), LogKey.peerPID: .stringConvertible(peer.pid)])
+                        }
                         if let refusal {
                             channel.writeAndFlush(ByteBuffer(string: refusal)).whenComplete { _ in channel.close(promise: nil) }
                         } else {
@@ -79,15 +89,15 @@ public final class SocketServer: Sendable {
                         }
                         return
                     }
-                    channel.closeFuture.whenComplete { _ in counters.release(uid: peer.uid) }
-                    try serve(channel, peer)
+                    channel.closeFuture.whenComplete { _ in counters.release(channel) }
+                    try serve(channel, peer, role)
                 }
             }
     }
 
     /// The HTTP pipeline of one `keyd.sock` connection (also what the fuzz target
     /// drives, byte for byte).
-    package static func addAPIHandlers(to channel: any Channel, peer: Peer, context: ServingContext) throws {
+    package static func addAPIHandlers(to channel: any Channel, peer: Peer, role: AccessRole, context: ServingContext) throws {
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
         decoderLimits.maxHeaderListSize = context.limits.maxHeaderBytes
         decoderLimits.maxHeaderFieldSize = context.limits.maxHeaderBytes
@@ -98,7 +108,7 @@ public final class SocketServer: Sendable {
         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(
             leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits)))
         try pipeline.addHandler(HTTPServerPipelineHandler())
-        try pipeline.addHandler(APIConnectionHandler(peer: peer, context: context))
+        try pipeline.addHandler(APIConnectionHandler(peer: peer, role: role, context: context))
     }
 
     /// `credential.sock`: the key's bytes to an allowed peer, then close; nothing (and
@@ -120,22 +130,27 @@ public final class SocketServer: Sendable {
         guard let record = context.current.record, record.state != .invalid, let secret = record.key?.revealSecret()
         else {
             let why = context.current.record.map { "key \($0.fingerprint) is known invalid" } ?? "there is no key yet"
-            context.logger.warning("\(who) asked for the key on credential.sock, but \(why): closed without data", metadata: metadata)
+            context.peerLog.record(.credentialUnavailable, .level(.warning), peer: peer) { [metadata] _ in
+                ("\(who) asked for the key on credential.sock, but \(why): closed without data", metadata)
+            }
             channel.close(promise: nil)
             return
         }
         metadata[LogKey.keyFingerprint] = .string(record.fingerprint)
         metadata[LogKey.keyVersion] = .stringConvertible(record.id)
-        if peer.unit != nil {
-            context.logger.info("handed key \(record.fingerprint) to \(who) (\(asked))", metadata: metadata)
-        } else {
-            context.logger.debug("handed key \(record.fingerprint) to \(who) on credential.sock", metadata: metadata)
+        // An audit line per unit served (systemd, as root, is trusted not to flood);
+        // a debug line per reader.
+        let fingerprint = record.fingerprint
+        context.peerLog.record(.credentialServed, .level(peer.unit != nil ? .info : .debug), peer: peer, limited: peer.unit == nil) {
+            [metadata] _ in
+            (peer.unit != nil ? "handed key \(fingerprint) to \(who) (\(asked))" : "handed key \(fingerprint) to \(who) on credential.sock", metadata)
         }
         channel.writeAndFlush(ByteBuffer(string: secret)).whenComplete { _ in channel.close(promise: nil) }
     }
 }
 
-/// Closes the sockets on graceful shutdown. The sockets themselves are opened by
+/// Writes the peer log's summaries every few seconds while the daemon runs, and closes
+/// the sockets on graceful shutdown. The sockets themselves are opened by
 /// ``KeydDaemon/build(configuration:logger:environment:notifier:client:clock:watchdogInterval:random:limits:)``
 /// before `READY=1`.
 struct ServingService: Service, CustomStringConvertible {
@@ -143,7 +158,15 @@ struct ServingService: Service, CustomStringConvertible {
     var description: String { "ServingService" }
 
     func run() async throws {
-        try? await gracefulShutdown()
+        let peerLog = server.context.peerLog
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(5))
+                peerLog.flush()
+            }
+        }
         await server.close()
+        peerLog.flush(now: .distantFuture)
+        peerLog.drain()
     }
 }

@@ -14,8 +14,18 @@ public struct SpoolDirectory: Sendable {
     /// How many refused files `rejected/` keeps (the newest).
     public static let rejectedKept = 20
 
-    /// Creates the directory if missing (mode 2770) and `rejected/` (0700); refuses a
-    /// directory that is a symlink or world-writable.
+    /// Said at start about the directory, for the log (e.g. `rejected/` unusable).
+    public private(set) var warnings: [String] = []
+
+    /// Creates the directory if missing (mode 3770: setgid, so files arrive in its
+    /// group, and sticky, so writers cannot rename or delete each other's files or
+    /// the daemon's); refuses a directory that is a symlink or world-writable. A
+    /// directory the daemon owns gets its sticky bit if it lacks it.
+    ///
+    /// `rejected/` is created if missing, but never trusted by name: it is opened by
+    /// descriptor on every use (``withRejected(_:)``), so one replaced by a file or a
+    /// symlink — at run time or before a start — stops nothing and is never
+    /// followed; refused files then stay where they are, logged.
     public init(path: String) throws(SpoolSetupError) {
         self.path = path
         var info = stat()
@@ -25,7 +35,7 @@ public struct SpoolDirectory: Sendable {
             } catch {
                 throw SpoolSetupError(message: "spool.directory \(path): cannot create it: \(error.localizedDescription)")
             }
-            chmod(path, 0o2770)  // explicit: the umask would drop the group bits
+            chmod(path, 0o3770)  // explicit: the umask would drop the group bits
             guard lstat(path, &info) == 0 else {
                 throw SpoolSetupError(message: "spool.directory \(path): cannot stat it after creating it")
             }
@@ -39,15 +49,17 @@ public struct SpoolDirectory: Sendable {
         }
         guard info.st_mode & 0o002 == 0 else {
             throw SpoolSetupError(
-                message: "spool.directory \(path) is world-writable (mode \(String(info.st_mode & 0o7777, radix: 8))): anyone could plant a key; make it 2770 with group recotap-key-admin")
+                message: "spool.directory \(path) is world-writable (mode \(String(info.st_mode & 0o7777, radix: 8))): anyone could plant a key; make it 3770 with group recotap-key-admin")
         }
-        var rejected = stat()
-        if lstat(rejectedPath, &rejected) != 0 {
-            guard mkdir(rejectedPath, 0o700) == 0 || errno == EEXIST else {
-                throw SpoolSetupError(message: "spool.directory \(path): cannot create rejected/: \(String(cString: strerror(errno)))")
+        if info.st_mode & S_ISVTX == 0 {
+            if info.st_uid == geteuid(), chmod(path, (info.st_mode & 0o7777) | S_ISVTX) == 0 {
+                warnings.append("spool.directory \(path) lacked the sticky bit (writers could rename each other's files and rejected/): set it")
+            } else if info.st_mode & 0o020 != 0 {
+                warnings.append("spool.directory \(path) is group-writable without the sticky bit: writers can rename each other's files and rejected/; make it 3770")
             }
-        } else if rejected.st_mode & S_IFMT != S_IFDIR {
-            throw SpoolSetupError(message: "spool.directory \(path): rejected/ exists and is not a directory")
+        }
+        if case .failure(let problem) = withRejected({ _ in () }) {
+            warnings.append("\(problem.message); refused files stay in the spool until it is fixed")
         }
     }
 
@@ -119,52 +131,77 @@ public struct SpoolDirectory: Sendable {
         }.joined()
     }
 
-    /// Moves a file whose name is not UTF-8 to `rejected/<UTC time>-<printable name>`
-    /// (mode 0600). Returns the new name, or why it could not be moved.
-    public func rejectUndecodable(_ raw: [UInt8], at now: Date) -> Result<String, SpoolSetupError> {
-        let stamp = Self.stamp(now)
-        var target = "\(stamp)-\(Self.printable(raw))"
-        var attempt = 1
-        while FileManager.default.fileExists(atPath: rejectedPath + "/" + target) {
-            attempt += 1
-            target = "\(stamp)-\(attempt)-\(Self.printable(raw))"
-        }
-        let source = Array(path.utf8) + [0x2F] + raw + [0]
-        let moved = source.withUnsafeBufferPointer { buffer in
-            buffer.withMemoryRebound(to: CChar.self) { rename($0.baseAddress!, rejectedPath + "/" + target) }
-        }
-        guard moved == 0 else {
-            return .failure(SpoolSetupError(message: "cannot move it to rejected/: \(String(cString: strerror(errno)))"))
-        }
-        var info = stat()
-        if lstat(rejectedPath + "/" + target, &info) == 0, info.st_mode & S_IFMT != S_IFLNK {
-            chmod(rejectedPath + "/" + target, 0o600)
-        }
-        fsyncDirectory()
-        prune()
-        return .success(target)
-    }
-
     /// Moves a refused file to `rejected/<UTC time>-<name>` (mode 0600) and keeps only
     /// the newest ``rejectedKept``. Returns the new name, or why it could not be moved.
     public func reject(_ name: String, at now: Date) -> Result<String, SpoolSetupError> {
-        let stamp = Self.stamp(now)
-        var target = "\(stamp)-\(name)"
-        var attempt = 1
-        while FileManager.default.fileExists(atPath: rejectedPath + "/" + target) {
-            attempt += 1
-            target = "\(stamp)-\(attempt)-\(name)"
+        moveToRejected(named: name, at: now) { rejected, target in renameat(AT_FDCWD, path + "/" + name, rejected, target) }
+    }
+
+    /// Moves a file whose name is not UTF-8 to `rejected/<UTC time>-<printable name>`
+    /// (mode 0600). Returns the new name, or why it could not be moved.
+    public func rejectUndecodable(_ raw: [UInt8], at now: Date) -> Result<String, SpoolSetupError> {
+        let source = Array(path.utf8) + [0x2F] + raw + [0]
+        return moveToRejected(named: Self.printable(raw), at: now) { rejected, target in
+            source.withUnsafeBufferPointer {
+                $0.withMemoryRebound(to: CChar.self) { renameat(AT_FDCWD, $0.baseAddress!, rejected, target) }
+            }
         }
-        guard rename(path + "/" + name, rejectedPath + "/" + target) == 0 else {
-            return .failure(SpoolSetupError(message: "cannot move it to rejected/: \(String(cString: strerror(errno)))"))
+    }
+
+    /// `move(rejected, target)` renames the file into the open `rejected/` under
+    /// `target`; then the file is made 0600, the move durable, and `rejected/` pruned.
+    private func moveToRejected(
+        named name: String, at now: Date, move: (CInt, String) -> Int32
+    ) -> Result<String, SpoolSetupError> {
+        withRejected { rejected -> Result<String, SpoolSetupError> in
+            let stamp = Self.stamp(now)
+            var target = "\(stamp)-\(name)"
+            var attempt = 1
+            var info = stat()
+            while fstatat(rejected, target, &info, AT_SYMLINK_NOFOLLOW) == 0 {
+                attempt += 1
+                target = "\(stamp)-\(attempt)-\(name)"
+            }
+            guard move(rejected, target) == 0 else {
+                return .failure(SpoolSetupError(message: "cannot move it to rejected/: \(String(cString: strerror(errno)))"))
+            }
+            // Not through a symlink (chmod would follow it); a FIFO or directory, yes.
+            if fstatat(rejected, target, &info, AT_SYMLINK_NOFOLLOW) == 0, info.st_mode & S_IFMT != S_IFLNK {
+                fchmodat(rejected, target, 0o600, 0)
+            }
+            fsync(rejected)
+            fsyncDirectory()
+            Self.prune(rejected)
+            return .success(target)
+        }.flatMap { $0 }
+    }
+
+    /// Runs `body` with `rejected/` open as a directory the daemon owns and no one
+    /// else may enter (created 0700 if missing) — never through a symlink, never a
+    /// file put in its place.
+    func withRejected<T>(_ body: (CInt) -> T) -> Result<T, SpoolSetupError> {
+        var fd = open(rejectedPath, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        if fd < 0, errno == ENOENT {
+            mkdir(rejectedPath, 0o700)
+            fd = open(rejectedPath, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         }
+        guard fd >= 0 else {
+            let reason = errno == ENOTDIR || errno == ELOOP
+                ? "is not a directory (a file or a symbolic link is in its place)" : String(cString: strerror(errno))
+            return .failure(SpoolSetupError(message: "\(rejectedPath) \(reason)"))
+        }
+        defer { close(fd) }
         var info = stat()
-        if lstat(rejectedPath + "/" + target, &info) == 0, info.st_mode & S_IFMT != S_IFLNK {
-            chmod(rejectedPath + "/" + target, 0o600)
+        guard fstat(fd, &info) == 0, info.st_uid == geteuid(), info.st_mode & 0o077 == 0 else {
+            return .failure(SpoolSetupError(
+                message: "\(rejectedPath) is not the daemon's own private directory (owner \(info.st_uid), mode \(String(info.st_mode & 0o7777, radix: 8)); it must be 0700 and the daemon's)"))
         }
-        fsyncDirectory()
-        prune()
-        return .success(target)
+        return .success(body(fd))
+    }
+
+    /// How many files `rejected/` holds (0 when it is unusable).
+    public func rejectedCount() -> Int {
+        (try? withRejected { Self.entries(of: $0).count }.get()) ?? 0
     }
 
     /// Removes a file whose key is now safely in the store, then makes the removal
@@ -177,23 +214,37 @@ public struct SpoolDirectory: Sendable {
 
     /// Keeps the newest ``rejectedKept`` by the time they were moved there (the
     /// change time a rename sets; the name's stamp has only millisecond resolution).
-    private func prune() {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: rejectedPath)) ?? []
-        guard names.count > Self.rejectedKept else { return }
+    /// Everything is removed by name inside the open directory, one entry at a time:
+    /// a directory someone left there is removed only if empty, never recursively.
+    private static func prune(_ rejected: CInt) {
+        let names = entries(of: rejected)
+        guard names.count > rejectedKept else { return }
         let byAge = names.map { name -> (name: String, changed: timespec) in
             var info = stat()
-            lstat(rejectedPath + "/" + name, &info)
+            fstatat(rejected, name, &info, AT_SYMLINK_NOFOLLOW)
             return (name, info.st_ctim)
         }.sorted { ($0.changed.tv_sec, $0.changed.tv_nsec, $0.name) < ($1.changed.tv_sec, $1.changed.tv_nsec, $1.name) }
-        for (name, _) in byAge.prefix(names.count - Self.rejectedKept) {
-            let victim = rejectedPath + "/" + name
-            var info = stat()
-            if lstat(victim, &info) == 0, info.st_mode & S_IFMT == S_IFDIR {
-                try? FileManager.default.removeItem(atPath: victim)
-            } else {
-                unlink(victim)
+        for (name, _) in byAge.prefix(names.count - rejectedKept) {
+            if unlinkat(rejected, name, 0) != 0, errno == EISDIR {
+                unlinkat(rejected, name, AT_REMOVEDIR)
             }
         }
+    }
+
+    /// The names in an open directory.
+    private static func entries(of directory: CInt) -> [String] {
+        let copy = dup(directory)
+        guard copy >= 0, let stream = fdopendir(copy) else {
+            if copy >= 0 { close(copy) }
+            return []
+        }
+        defer { closedir(stream) }
+        var names: [String] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
     }
 
     func fsyncDirectory() {

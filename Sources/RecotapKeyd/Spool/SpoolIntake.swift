@@ -52,8 +52,7 @@ public actor SpoolIntake {
 
     /// Files waiting in the spool, and files kept in `rejected/`.
     public nonisolated func counts() -> (pending: Int, rejected: Int) {
-        let rejected = (try? FileManager.default.contentsOfDirectory(atPath: directory.rejectedPath))?.count
-        return (directory.candidates().count, rejected ?? 0)
+        (directory.candidates().count, directory.rejectedCount())
     }
 
     public init(
