@@ -25,7 +25,21 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Keep-alive connection counts to measure GET /v1/key with, comma-separated.")
     var connections = "1,64"
 
+    @Option(help: "Seconds of refusals to measure (0 skips): processes as nobody ask for the key while a reader fetches it (needs root and setpriv).")
+    var refusals = 0
+
+    @Option(help: "Processes flooding with refusals.")
+    var refusalWorkers = 4
+
+    @Option(help: .hidden) var floodSocket: String?
+    @Option(help: .hidden) var floodSeconds = 10
+
     func run() async throws {
+        if let floodSocket {
+            RefusalBench.flood(socket: floodSocket, seconds: floodSeconds)
+            return
+        }
+        if refusals > 0 { try await RefusalBench(seconds: refusals, workers: refusalWorkers).run() }
         if checks > 0 { try await measureChecks() }
         if activations > 0 { try await measureActivations() }
         if requests > 0 {

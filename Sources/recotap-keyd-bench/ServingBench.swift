@@ -12,34 +12,9 @@ struct ServingBench {
     let connections: [Int]
 
     func run() async throws {
-        let key = "rtk_serving_bench_" + UUID().uuidString
-        let mock = try await MockRecotapAPI.start()
-        mock.setValidKeys([key])
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keyd-bench-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-            .deletingLastPathComponent().appendingPathComponent("recotap-keyd").path
-        let socket = directory + "/run/keyd.sock"
-        let daemon = Process()
-        daemon.executableURL = URL(fileURLWithPath: binary)
-        daemon.arguments = [
-            "--api-base-url", mock.baseURL, "--spool-directory", directory + "/spool",
-            "--store-path", directory + "/state/keyd.sqlite3", "--sockets-api", socket,
-            "--sockets-credential", directory + "/run/credential.sock", "--log-target", "console", "--log-level", "warning",
-            "--check-interval", "1h",
-        ]
-        daemon.environment = ["PATH": "/usr/bin:/bin"]
-        try daemon.run()
-        defer { daemon.terminate(); daemon.waitUntilExit() }
-        while ListeningSockets.probe(path: socket) != 0 { try await Task.sleep(for: .milliseconds(20)) }
-        try FileManager.default.createDirectory(atPath: directory + "/spool", withIntermediateDirectories: true)
-        try Data(key.utf8).write(to: URL(fileURLWithPath: directory + "/spool/.k"))
-        rename(directory + "/spool/.k", directory + "/spool/k")
-        while true {
-            let probe = try KeepAliveClient(path: socket)
-            if try probe.get().status == 200 { break }
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        let bench = try await BenchDaemon.start()
+        defer { bench.stop() }
+        let (key, mock, socket, directory, daemon) = (bench.key, bench.mock, bench.socket, bench.directory, bench.process)
         print(String(format: "daemon RSS after start: %.1f MiB", Self.residentMiB(daemon.processIdentifier)))
         for count in connections {
             let (rps, latencies) = try measure(socket: socket, connections: count, key: key)
@@ -123,6 +98,71 @@ struct ServingBench {
             let kib = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
         else { return 0 }
         return kib / 1024
+    }
+}
+
+/// The `recotap-keyd` binary next to this one, serving a fresh key from a scratch
+/// directory, against the mock API; its stderr (console log, level `warning`) kept.
+final class BenchDaemon: @unchecked Sendable {
+    let key: String
+    let mock: MockRecotapAPI
+    let directory: String
+    let process: Process
+    private let errors = Pipe()
+    private let output = Mutex(Data())
+    var socket: String { directory + "/run/keyd.sock" }
+    var log: String { output.withLock { String(decoding: $0, as: UTF8.self) } }
+
+    private init(key: String, mock: MockRecotapAPI, directory: String, process: Process) {
+        self.key = key
+        self.mock = mock
+        self.directory = directory
+        self.process = process
+    }
+
+    static func start() async throws -> BenchDaemon {
+        let key = "rtk_serving_bench_" + UUID().uuidString
+        let mock = try await MockRecotapAPI.start()
+        mock.setValidKeys([key])
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keyd-bench-\(UUID().uuidString)").path
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            .deletingLastPathComponent().appendingPathComponent("recotap-keyd").path
+        let daemon = BenchDaemon(key: key, mock: mock, directory: directory, process: Process())
+        let socket = daemon.socket
+        daemon.process.executableURL = URL(fileURLWithPath: binary)
+        daemon.process.arguments = [
+            "--api-base-url", mock.baseURL, "--spool-directory", directory + "/spool",
+            "--store-path", directory + "/state/keyd.sqlite3", "--sockets-api", socket,
+            "--sockets-credential", directory + "/run/credential.sock", "--log-target", "console", "--log-level", "warning",
+            "--check-interval", "1h", "--sockets-mode", "0666",
+        ]
+        daemon.process.environment = ["PATH": "/usr/bin:/bin"]
+        daemon.process.standardError = daemon.errors
+        daemon.errors.fileHandleForReading.readabilityHandler = { [daemon] handle in
+            let data = handle.availableData
+            daemon.output.withLock { $0.append(data) }
+        }
+        try daemon.process.run()
+        while ListeningSockets.probe(path: socket) != 0 { try await Task.sleep(for: .milliseconds(20)) }
+        chmod(directory, 0o755)
+        chmod(directory + "/run", 0o755)
+        try FileManager.default.createDirectory(atPath: directory + "/spool", withIntermediateDirectories: true)
+        try Data(key.utf8).write(to: URL(fileURLWithPath: directory + "/spool/.k"))
+        rename(directory + "/spool/.k", directory + "/spool/k")
+        while true {
+            let probe = try KeepAliveClient(path: socket)
+            if try probe.get().status == 200 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return daemon
+    }
+
+    /// SIGTERM, wait, and remove the scratch directory.
+    func stop() {
+        process.terminate()
+        process.waitUntilExit()
+        usleep(100_000)  // the last log lines
+        try? FileManager.default.removeItem(atPath: directory)
     }
 }
 

@@ -280,7 +280,11 @@ package struct APIRoutes: Sendable {
             "connections": .object([
                 "active": .int(Int64(connections.active)), "refused": .int(Int64(connections.refused)),
                 "long_polls": .int(Int64(connections.longPolls)), "denied": .int(Int64(connections.denied)),
-                "requests": .int(Int64(connections.requests)),
+                "requests": .int(Int64(connections.requests)), "no_role": .int(Int64(connections.noRole)),
+            ]),
+            "peer_log": .object([
+                "written": .int(Int64(context.peerLog.counts.written)),
+                "suppressed": .int(Int64(context.peerLog.counts.suppressed)),
             ]),
             "uptime_seconds": .int(Saturating.int64(Date().timeIntervalSince(context.startedAt)) ?? 0),
             "daemon_version": .string(KeydVersion.current),

@@ -42,6 +42,8 @@ public actor SpoolIntake {
     private let onActivated: @Sendable () async -> Void
     /// Files logged and left, as they were then: not judged again until they change.
     private var left: [String: SpoolDirectory.Entry] = [:]
+    /// Files with names that are not UTF-8, refused but not movable: logged once.
+    private var unmovable: Set<[UInt8]> = []
     /// The latest verdicts, newest last (at most ``recentKept``).
     private var recent: [SpoolVerdictRecord] = []
     public static let recentKept = 50
@@ -100,7 +102,8 @@ public actor SpoolIntake {
     /// cannot name them).
     private func listCandidates() -> [SpoolDirectory.Entry] {
         let listing = directory.listing()
-        for raw in listing.undecodable {
+        unmovable.formIntersection(listing.undecodable)
+        for raw in listing.undecodable where !unmovable.contains(raw) {
             let shown = SpoolDirectory.printable(raw)
             let reason = "the file name is not valid UTF-8 (name a key file with printable characters)"
             var metadata: Logger.Metadata = [LogKey.spoolFile: .string(shown), LogKey.reason: .string(reason)]
@@ -110,6 +113,8 @@ public actor SpoolIntake {
                 logger.event(.spoolRejected, "refused \(shown): \(reason); moved to rejected/\(target); the current key stays", metadata: metadata)
                 remember(shown, .rejected(reason: reason, movedTo: target))
             case .failure(let error):
+                // Logged once: not again while it stays.
+                unmovable.insert(raw)
                 logger.event(.spoolRejected, "refused \(shown): \(reason); \(error.message), so it stays where it is", metadata: metadata)
             }
         }
