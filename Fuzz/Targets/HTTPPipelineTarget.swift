@@ -29,6 +29,10 @@ extension FuzzTarget {
             }
         }
         let output = try outcome.get()
+        if fixture.context.policy.role(of: peer) == .none {
+            let text = String(decoding: output, as: UTF8.self)
+            try check(!text.contains(ServingFixture.key.revealSecret()), "the key, to a peer with no role")
+        }
         let responses = try parseResponses(output)
         // Every answer costs the peer at least a request line's worth of bytes, but
         // the read timeout answers even a connection that sent nothing whole.

@@ -30,22 +30,27 @@ extension FuzzTarget {
         }
         let body = ByteBuffer(bytes: parts.count > 3 ? parts[3] : [])
         let request = APIRequest(head: HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: headers), body: body)
-        let policy = fixture.context.policy
-        let result = APIRoutes(context: fixture.context).route(request, peer: peer, role: policy.role(of: peer))
+        let role = fixture.context.policy.role(of: peer)
+        let result = APIRoutes(context: fixture.context).route(request, peer: peer, role: role)
         switch result {
         case .respond(let response):
-            try checkResponse(response, to: request)
+            try checkResponse(response, to: request, role: role)
         case .later(let work):
-            try checkResponse(blocking(work), to: request)
+            try checkResponse(blocking(work), to: request, role: role)
         case .longPoll(let after, let wait, _):
+            try check(role >= .reader, "a long poll for a peer with no role")
             try check(after >= 0, "a long poll after version \(after)")
             try check(wait >= .zero && wait <= fixture.context.limits.maxWait, "a long poll of \(wait)")
         }
     }
 
-    /// Every answer is a real status, and an error is the documented JSON shape.
-    static func checkResponse(_ response: APIResponse, to request: APIRequest) throws(FuzzFailure) {
+    /// Every answer is a real status, an error is the documented JSON shape, and a
+    /// peer with no role never sees the key.
+    static func checkResponse(_ response: APIResponse, to request: APIRequest, role: AccessRole) throws(FuzzFailure) {
         let code = Int(response.status.code)
+        if role == .none, let body = response.body {
+            try check(!String(buffer: body).contains(ServingFixture.key.revealSecret()), "the key, to a peer with no role")
+        }
         try check((100...599).contains(code), "status \(code)")
         if code >= 400 {
             let text = response.body.map { String(buffer: $0) } ?? ""

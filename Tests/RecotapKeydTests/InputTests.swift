@@ -69,6 +69,29 @@ struct InputTests {
         }
     }
 
+    @Test("a server echoing the key past the 200-character cut leaves no piece of it in the reason")
+    func echoedKeyIsRedactedBeforeTheCut() throws {
+        let key = APIKey(secret: "rtk_echoed_key_0123456789abcdefghij")
+        let body = #"{"message":""# + String(repeating: "x", count: 185) + key.revealSecret() + #""}"#
+        let result = CheckClassifier.classify(
+            status: 401, reasonPhrase: "Unauthorized", headers: [], body: Array(body.utf8), latency: .zero, now: Date(),
+            retryAfterCap: .seconds(300), redact: { RecotapAPIClient.redact($0, key: key) })
+        let reason = try #require(result.reason)
+        #expect(reason.count <= 200)
+        #expect(!reason.contains(String(key.revealSecret().prefix(8))), "\(reason)")
+    }
+
+    @Test("a spool file with a name too long for a stamp in front is still moved to rejected/")
+    func longNameRejected() throws {
+        let dir = try TemporaryDirectory()
+        let spool = try SpoolDirectory(path: dir.file("spool"))
+        let name = String(repeating: "n", count: 250)
+        try "bad".write(toFile: spool.path + "/" + name, atomically: false, encoding: .utf8)
+        let moved = try spool.reject(name, at: Date()).get()
+        #expect(moved.utf8.count <= 255 && moved.contains("…"))
+        #expect(!FileManager.default.fileExists(atPath: spool.path + "/" + name))
+    }
+
     @Test("Retry-After of any size or far date saturates and is capped; garbage is ignored")
     func retryAfter() {
         let now = Date(timeIntervalSince1970: 1_800_000_000)

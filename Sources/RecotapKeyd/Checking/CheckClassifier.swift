@@ -11,14 +11,16 @@ public enum CheckClassifier {
     /// Everything here is chosen by whoever answers — the API, a proxy, an attacker on
     /// the path: the reason that reaches the store and the journal is one printable
     /// line of at most 200 characters, and `Retry-After` saturates at `retryAfterCap`.
+    /// `redact` runs on the whole reason before it is cut to length (a server that
+    /// echoes the key must not leave a piece of it behind).
     public static func classify(
         status: Int, reasonPhrase: String, headers: [(String, String)], body: [UInt8]?,
-        latency: Duration, now: Date, retryAfterCap: Duration
+        latency: Duration, now: Date, retryAfterCap: Duration, redact: (String) -> String = { $0 }
     ) -> CheckResult {
         var result = outcome(
             status: status, reasonPhrase: reasonPhrase, headers: headers, body: body, latency: latency, now: now,
             retryAfterCap: retryAfterCap)
-        result.reason = result.reason.map(clean)
+        result.reason = result.reason.map { clean(redact($0)) }
         return result
     }
 
@@ -116,8 +118,8 @@ public enum CheckClassifier {
             let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any]
         else { return nil }
         for field in ["customMessage", "message"] {
-            if let text = object[field] as? String, !text.isEmpty { return clean(text) }
-            if let list = object[field] as? [String], !list.isEmpty { return clean(list.joined(separator: "; ")) }
+            if let text = object[field] as? String, !text.isEmpty { return text }
+            if let list = object[field] as? [String], !list.isEmpty { return list.joined(separator: "; ") }
         }
         return nil
     }

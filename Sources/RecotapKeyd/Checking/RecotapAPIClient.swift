@@ -74,13 +74,11 @@ public final class RecotapAPIClient: KeyCheckingClient {
             // status to decide on its own.
             let body = await Self.collect(response.body, upTo: Self.maxBodyBytes, until: deadline)
             let latency = clock.now - start
-            var result = CheckClassifier.classify(
+            return CheckClassifier.classify(
                 status: Int(response.status.code), reasonPhrase: response.status.reasonPhrase,
                 headers: response.headers.map { ($0.name, $0.value) },
                 body: body.map { Array($0.readableBytesView) }, latency: latency, now: Date(),
-                retryAfterCap: retryAfterCap)
-            result.reason = result.reason.map { Self.redact($0, key: key) }
-            return result
+                retryAfterCap: retryAfterCap, redact: { Self.redact($0, key: key) })
         } catch {
             let result = CheckClassifier.classify(error: error, latency: clock.now - start, timeout: timeout)
             return CheckResult(

@@ -49,7 +49,9 @@ public final class ConfigurationReloader: Sendable {
             await checker.reconfigure(CheckTiming(check: new.check, random: random))
             applied.append("check")
         }
-        // Resolved anew even when the names are the same: group membership may have changed.
+        // Resolved anew even when the names are the same: a group or user may have been
+        // re-created with another id. (Membership is what the kernel reports for each
+        // connection, not the group database: see AccessPolicy.)
         let policy = AccessPolicy(access: new.access)
         policy.warnAboutUnresolved(logger)
         serving.replacePolicy(policy)

@@ -6,7 +6,8 @@
 public enum TerminalSafe {
     /// `text` with every control character written as an escape: `\n`, `\r`, `\t`,
     /// `\x1b` for the other C0 controls and DEL, `\u{9b}` for C1 controls, Unicode
-    /// line separators and the bidirectional controls; a backslash itself as `\\`, so
+    /// line separators, the bidirectional controls and invisible characters
+    /// (zero-width spaces and joiners, the BOM, tag characters); a backslash itself as `\\`, so
     /// that an escape in the output always means the character was there. Printable
     /// text, including non-ASCII letters, is unchanged.
     public static func escape(_ text: String) -> String {
@@ -30,6 +31,7 @@ public enum TerminalSafe {
         case 0x5C: true  // backslash: keeps escapes unambiguous
         case 0x061C, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: true  // bidirectional controls
         case 0x2028, 0x2029: true  // line and paragraph separators
+        case 0x200B...0x200D, 0x2060...0x2064, 0xFEFF, 0xE0000...0xE007F: true  // invisible: zero-width, BOM, tags
         default: false
         }
     }

@@ -94,7 +94,6 @@ package struct APIRoutes: Sendable {
         "/v1/history": [.GET], "/v1/spool": [.GET], "/healthz": [.GET],
     ]
 
-    /// `role` is computed on first use and cached by the connection.
     /// `role`: the peer's, decided at accept.
     package func route(_ request: APIRequest, peer: Peer, role: AccessRole) -> RouteResult {
         context.counters.countRequest()

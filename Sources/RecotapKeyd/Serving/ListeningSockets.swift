@@ -99,8 +99,9 @@ public struct ListeningSockets: Sendable {
         }
     }
 
-    /// Binds a Unix stream socket at `path`: the file is created under a umask that
-    /// leaves it 0600, then given `mode` and `group`. A stale file (nobody answers
+    /// Binds a Unix stream socket at `path`: the file is created 0600 (the socket's own
+    /// mode, set before `bind` — not the umask, which every thread of the process
+    /// shares), then given `mode` and `group`. A stale file (nobody answers
     /// on it) is replaced; a live one — another daemon serving there — is an error,
     /// and so is anything at the path that is not a socket.
     static func bind(path: String, mode: UInt32, group: UInt32?) throws(ServingSetupError) -> (CInt, String?) {
@@ -122,14 +123,14 @@ public struct ListeningSockets: Sendable {
 
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw ServingSetupError(path: path, message: "socket(): \(String(cString: strerror(errno)))") }
-        let previous = umask(0o177)
+        // The file gets the socket inode's mode less the umask.
+        fchmod(fd, 0o600)
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
             }
         }
         let bindErrno = errno
-        umask(previous)
         guard bound == 0 else {
             close(fd)
             throw ServingSetupError(path: path, message: "cannot bind: \(String(cString: strerror(bindErrno)))")

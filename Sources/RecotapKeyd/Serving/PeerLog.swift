@@ -5,10 +5,11 @@ import Synchronization
 /// What a local peer can make the daemon write to the journal: refusals, reports of a
 /// 401, requests for a key the daemon cannot give. Any local user can cause these as
 /// fast as it can connect, so they are limited per uid — the first
-/// ``Limits/perUID`` in a minute in full, then only counted — and what was counted
-/// is logged once per uid and minute as `ACCESS_DENIED_SUPPRESSED` with the counts.
-/// However many attempts one uid makes, it costs the journal at most
-/// `perUID + 1` entries a minute; all uids together at most `total + maxSummaries + 1`.
+/// ``Limits/perUID`` in a window (a minute, one for all uids) in full, then only
+/// counted — and what was counted is logged once per uid and window as
+/// `ACCESS_DENIED_SUPPRESSED` with the counts. However many attempts one uid makes,
+/// it costs the journal at most `perUID + 1` entries a window; all uids together at
+/// most `total + maxSummaries + 1`.
 /// So journald's own rate limit, which drops *all* of a unit's messages once it
 /// trips, is never reached by peers, and `KEY_INVALIDATED` always gets through.
 ///
@@ -36,19 +37,38 @@ public final class PeerLog: Sendable {
         case overLimit = "over_limit"
     }
 
-    private struct Window {
-        var start: Date
+    /// One uid's share of the current window.
+    private struct Share {
         var logged = 0
         var suppressed: [Kind: Int] = [:]
     }
 
     private struct State {
+        /// One window for every uid: summaries and the total are counted per window,
+        /// so no staggering of uids gets more than the bound.
         var windowStart: Date?
         var loggedTotal = 0
-        var perUID: [UInt32: Window] = [:]
+        var perUID: [UInt32: Share] = [:]
         /// Every entry written and suppressed, for `/v1/status` and the tests.
         var written = 0
         var dropped = 0
+
+        /// Ends the window if it is over (or the clock went back), returning what it
+        /// suppressed by uid, and starts the next one.
+        mutating func roll(at now: Date, window: Duration) -> (start: Date, ended: [(uid: UInt32, share: Share)])? {
+            guard let start = windowStart else {
+                windowStart = now
+                return nil
+            }
+            let age = now.since(start)
+            guard age >= window || age < .zero else { return nil }
+            let ended = perUID.filter { !$0.value.suppressed.isEmpty }.map { (uid: $0.key, share: $0.value) }
+                .sorted { $0.uid < $1.uid }
+            windowStart = now
+            loggedTotal = 0
+            perUID = [:]
+            return (start, ended)
+        }
     }
 
     static let maxTrackedUIDs = 4096
@@ -74,30 +94,26 @@ public final class PeerLog: Sendable {
         _ entry: @escaping @Sendable (_ comm: String?) -> (String, Logger.Metadata)
     ) {
         if case .level(let level) = logged, level < logger.logLevel { return }
-        let admitted = !limited || state.withLock { state -> Bool in
-            if let start = state.windowStart, now.since(start) < limits.window {
-                // same global window
-            } else {
-                state.windowStart = now
-                state.loggedTotal = 0
-            }
+        let (admitted, ended) = state.withLock { state -> (Bool, (start: Date, ended: [(uid: UInt32, share: Share)])?) in
+            let ended = state.roll(at: now, window: limits.window)
+            guard limited else { return (true, ended) }
             // Tracked uids are bounded too (a user with subordinate uids is many):
             // past the bound, new uids share one slot.
             let uid = state.perUID[peer.uid] != nil || state.perUID.count < Self.maxTrackedUIDs ? peer.uid : Self.sharedUID
-            var window = state.perUID[uid] ?? Window(start: now)
-            if window.start > now { window.start = now }
-            let admit = window.logged < limits.perUID && state.loggedTotal < limits.total
+            var share = state.perUID[uid] ?? Share()
+            let admit = share.logged < limits.perUID && state.loggedTotal < limits.total
             if admit {
-                window.logged += 1
+                share.logged += 1
                 state.loggedTotal += 1
                 state.written += 1
             } else {
-                window.suppressed[kind, default: 0] += 1
+                share.suppressed[kind, default: 0] += 1
                 state.dropped += 1
             }
-            state.perUID[uid] = window
-            return admit
+            state.perUID[uid] = share
+            return (admit, ended)
         }
+        if let ended { summarise(ended.ended, since: ended.start) }
         guard admitted else { return }
         let logger = self.logger
         queue.async {
@@ -115,41 +131,47 @@ public final class PeerLog: Sendable {
         case level(Logger.Level)
     }
 
-    /// Ends the windows older than ``Limits/window`` and logs one summary for each uid
-    /// that had entries suppressed in them (the first ``Limits/maxSummaries``; the
-    /// rest in one more). Called every few seconds by the serving service.
+    /// Ends the window if it is over and logs its summaries. Called every few seconds
+    /// by the serving service (a window also ends at the first entry after it).
     public func flush(now: Date = Date()) {
         let limits = self.limits
-        let ended = state.withLock { state -> [(uid: UInt32, window: Window)] in
-            let over = state.perUID.filter { now.since($0.value.start) >= limits.window }
-            for uid in over.keys { state.perUID[uid] = nil }
-            return over.filter { !$0.value.suppressed.isEmpty }.map { ($0.key, $0.value) }.sorted { $0.uid < $1.uid }
-        }
+        guard let ended = state.withLock({ $0.roll(at: now, window: limits.window) }) else { return }
+        summarise(ended.ended, since: ended.start)
+    }
+
+    /// One summary for each uid that had entries suppressed in the window (the first
+    /// ``Limits/maxSummaries``; the rest, and the shared slot, in one more).
+    private func summarise(_ ended: [(uid: UInt32, share: Share)], since start: Date) {
         guard !ended.isEmpty else { return }
         let logger = self.logger
+        let limits = self.limits
+        let since = start.formatted(.iso8601)
         queue.async {
-            for (uid, window) in ended.prefix(limits.maxSummaries) where uid != Self.sharedUID {
-                let total = window.suppressed.values.reduce(0, +)
+            let named = ended.filter { $0.uid != Self.sharedUID }
+            for (uid, share) in named.prefix(limits.maxSummaries) {
+                let total = share.suppressed.values.reduce(0, +)
                 var metadata: Logger.Metadata = [
                     LogKey.peerUID: .stringConvertible(uid), "suppressed.count": .stringConvertible(total),
-                    "suppressed.since": .string(window.start.formatted(.iso8601)),
+                    "suppressed.since": .string(since),
                 ]
-                for (kind, count) in window.suppressed { metadata["suppressed.\(kind.rawValue)"] = .stringConvertible(count) }
+                for (kind, count) in share.suppressed { metadata["suppressed.\(kind.rawValue)"] = .stringConvertible(count) }
                 logger.event(
                     .accessDeniedSuppressed,
-                    "uid \(uid) caused \(total) more entries (\(Self.describe(window.suppressed))) since \(window.start.formatted(.iso8601)) that were counted, not logged one by one",
+                    "uid \(uid) caused \(total) more entries (\(Self.describe(share.suppressed))) since \(since) that were counted, not logged one by one",
                     metadata: metadata)
             }
-            let rest = ended.dropFirst(limits.maxSummaries) + ended.prefix(limits.maxSummaries).filter { $0.uid == Self.sharedUID }
-            if !rest.isEmpty {
-                var suppressed: [Kind: Int] = [:]
-                for (_, window) in rest { suppressed.merge(window.suppressed, uniquingKeysWith: +) }
-                let total = suppressed.values.reduce(0, +)
-                logger.event(
-                    .accessDeniedSuppressed,
-                    "\(rest.count) more uids caused \(total) more entries (\(Self.describe(suppressed))) that were counted, not logged one by one",
-                    metadata: ["suppressed.count": .stringConvertible(total), "suppressed.uids": .stringConvertible(rest.count)])
-            }
+            let rest = Array(named.dropFirst(limits.maxSummaries)) + ended.filter { $0.uid == Self.sharedUID }
+            guard !rest.isEmpty else { return }
+            var suppressed: [Kind: Int] = [:]
+            for (_, share) in rest { suppressed.merge(share.suppressed, uniquingKeysWith: +) }
+            let total = suppressed.values.reduce(0, +)
+            logger.event(
+                .accessDeniedSuppressed,
+                "more uids caused \(total) more entries (\(Self.describe(suppressed))) since \(since) that were counted, not logged one by one",
+                metadata: [
+                    "suppressed.count": .stringConvertible(total), "suppressed.uids": .stringConvertible(rest.count),
+                    "suppressed.since": .string(since),
+                ])
         }
     }
 

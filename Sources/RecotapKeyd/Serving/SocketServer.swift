@@ -90,6 +90,13 @@ public final class SocketServer: Sendable {
                         return
                     }
                     channel.closeFuture.whenComplete { _ in counters.release(channel) }
+                    // A reload between deciding the role and registering the connection
+                    // would miss it: the reload installs its policy before it looks at
+                    // the registered connections, so look again now.
+                    guard context.policy.role(of: peer) >= role else {
+                        channel.close(promise: nil)
+                        return
+                    }
                     try serve(channel, peer, role)
                 }
             }

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// Why the spool directory cannot be used (a start-up error).
@@ -155,6 +156,7 @@ public struct SpoolDirectory: Sendable {
     ) -> Result<String, SpoolSetupError> {
         withRejected { rejected -> Result<String, SpoolSetupError> in
             let stamp = Self.stamp(now)
+            let name = Self.fitting(name)
             var target = "\(stamp)-\(name)"
             var attempt = 1
             var info = stat()
@@ -176,6 +178,19 @@ public struct SpoolDirectory: Sendable {
         }.flatMap { $0 }
     }
 
+    /// `name`, shortened if a stamp and it would not fit in a file name (255 bytes): its
+    /// first 150 bytes, `…` and 16 hex digits of its SHA-256, so names stay apart.
+    static func fitting(_ name: String) -> String {
+        guard name.utf8.count > 200 else { return name }
+        var prefix = ""
+        for character in name {
+            if prefix.utf8.count + String(character).utf8.count > 150 { break }
+            prefix.append(character)
+        }
+        let digest = SHA256.hash(data: Array(name.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
+        return prefix + "…" + digest
+    }
+
     /// Runs `body` with `rejected/` open as a directory the daemon owns and no one
     /// else may enter (created 0700 if missing) — never through a symlink, never a
     /// file put in its place.
@@ -184,6 +199,7 @@ public struct SpoolDirectory: Sendable {
         if fd < 0, errno == ENOENT {
             mkdir(rejectedPath, 0o700)
             fd = open(rejectedPath, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if fd >= 0 { fchmod(fd, 0o700) }  // explicit, whatever the umask
         }
         guard fd >= 0 else {
             let reason = errno == ENOTDIR || errno == ELOOP
