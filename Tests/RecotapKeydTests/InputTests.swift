@@ -98,6 +98,9 @@ struct InputTests {
         #expect(CheckClassifier.parseRetryAfter("99999999999999999999999", now: now) == .seconds(Int64.max))
         #expect(CheckClassifier.parseRetryAfter("Fri, 31 Dec 9999 23:59:59 GMT", now: now).map { $0 > .seconds(1e11) } == true)
         #expect(CheckClassifier.parseRetryAfter("-5", now: now) == nil)
+        // Found by the classifier fuzz target: this trapped inside Foundation's DateFormatter.
+        let trap = String(decoding: Array("Fri, 3-".utf8) + [0xDC, 0xBB, 0x9A, 0x9C] + Array(" 9999 :5959:59 ".utf8) + [0, 0, 0, 0x80] + Array("GMT".utf8), as: UTF8.self)
+        #expect(CheckClassifier.parseRetryAfter(trap, now: now) == nil)
         #expect(CheckClassifier.parseRetryAfter(String(repeating: "x", count: 10_000), now: now) == nil)
         let result = CheckClassifier.classify(
             status: 429, reasonPhrase: "Too Many Requests", headers: [("Retry-After", "99999999999999999999999")], body: nil,

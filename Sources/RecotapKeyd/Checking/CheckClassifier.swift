@@ -139,7 +139,16 @@ public enum CheckClassifier {
         if trimmed.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) {
             return .seconds(Int64(trimmed) ?? .max)
         }
-        guard trimmed.utf8.count <= 64 else { return nil }
+        // Only what the three HTTP-date forms are made of reaches DateFormatter:
+        // Foundation's traps on some non-ASCII input (found by the classifier fuzz
+        // target: `Fri, 3-\u{73b}… 9999 :5959:59 GMT` ended the process).
+        guard trimmed.utf8.count <= 64,
+            trimmed.utf8.allSatisfy({ byte in
+                (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                    || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || byte == UInt8(ascii: " ")
+                    || byte == UInt8(ascii: ",") || byte == UInt8(ascii: ":") || byte == UInt8(ascii: "-")
+            })
+        else { return nil }
         for format in ["EEE, dd MMM yyyy HH:mm:ss zzz", "EEEE, dd-MMM-yy HH:mm:ss zzz", "EEE MMM d HH:mm:ss yyyy"] {
             let formatter = DateFormatter()
             formatter.locale = Locale(identifier: "en_US_POSIX")
