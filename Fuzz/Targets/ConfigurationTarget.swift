@@ -28,28 +28,21 @@ extension FuzzTarget {
         }
         switch outcome {
         case .success(let config):
-            let check = config.check
-            try FuzzTargets.check(check.interval >= .seconds(10) && check.interval <= .seconds(86_400), "check.interval \(check.interval)")
-            try FuzzTargets.check(check.jitter >= 0 && check.jitter <= 0.5, "check.jitter \(check.jitter)")
-            try FuzzTargets.check(check.backoffMin <= check.backoffMax, "backoff_min above backoff_max")
-            try FuzzTargets.check(config.api.timeout >= .seconds(1) && config.api.timeout <= .seconds(300), "api.timeout \(config.api.timeout)")
-            try FuzzTargets.check(config.sockets.mode & 0o600 == 0o600 && config.sockets.mode <= 0o777, "sockets.mode")
+            let schedule = config.check
+            try check(schedule.interval >= .seconds(10) && schedule.interval <= .seconds(86_400), "check.interval \(schedule.interval)")
+            try check(schedule.jitter >= 0 && schedule.jitter <= 0.5, "check.jitter \(schedule.jitter)")
+            try check(schedule.backoffMin <= schedule.backoffMax, "backoff_min above backoff_max")
+            try check(config.api.timeout >= .seconds(1) && config.api.timeout <= .seconds(300), "api.timeout \(config.api.timeout)")
+            try check(config.sockets.mode & 0o600 == 0o600 && config.sockets.mode <= 0o777, "sockets.mode")
             // The schedule's arithmetic on whatever was accepted.
-            let timing = CheckTiming(check: check, random: { 0.999_999 })
+            let timing = CheckTiming(check: schedule, random: { 0.999_999 })
             _ = timing.nextInterval()
             _ = timing.backoff(failures: Int.max)
             _ = timing.afterRateLimit(retryAfter: .seconds(Int64.max), failures: 1)
         case .failure(let error):
             let text = error.description
-            try FuzzTargets.check(!text.isEmpty, "a refusal without words")
+            try check(!text.isEmpty, "a refusal without words")
         }
-    }
-}
-
-/// Namespaced so that `check` inside a closure with a local `check` still resolves.
-enum FuzzTargets {
-    static func check(_ condition: Bool, _ message: @autoclosure () -> String) throws(FuzzFailure) {
-        if !condition { throw FuzzFailure(message()) }
     }
 }
 

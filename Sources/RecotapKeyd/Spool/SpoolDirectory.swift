@@ -112,10 +112,23 @@ public struct SpoolDirectory: Sendable {
 
     /// The names in a directory as the bytes they are (`.` and `..` left out).
     static func rawNames(in path: String) -> [[UInt8]] {
-        guard let directory = opendir(path) else { return [] }
-        defer { closedir(directory) }
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return [] }
+        defer { close(fd) }
+        return rawNames(of: fd)
+    }
+
+    /// The names in an open directory, as bytes (`.` and `..` left out); `directory`
+    /// stays open.
+    static func rawNames(of directory: CInt) -> [[UInt8]] {
+        let copy = dup(directory)
+        guard copy >= 0, let stream = fdopendir(copy) else {
+            if copy >= 0 { close(copy) }
+            return []
+        }
+        defer { closedir(stream) }
         var names: [[UInt8]] = []
-        while let entry = readdir(directory) {
+        while let entry = readdir(stream) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
             if name != [0x2E] && name != [0x2E, 0x2E] { names.append(name) }
         }
@@ -249,18 +262,8 @@ public struct SpoolDirectory: Sendable {
 
     /// The names in an open directory.
     private static func entries(of directory: CInt) -> [String] {
-        let copy = dup(directory)
-        guard copy >= 0, let stream = fdopendir(copy) else {
-            if copy >= 0 { close(copy) }
-            return []
-        }
-        defer { closedir(stream) }
-        var names: [String] = []
-        while let entry = readdir(stream) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
+        // Only the daemon's own names are in rejected/: all UTF-8.
+        rawNames(of: directory).map { String(decoding: $0, as: UTF8.self) }
     }
 
     func fsyncDirectory() {
