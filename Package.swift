@@ -93,6 +93,9 @@ let package = Package(
                 "RecotapAPIMock",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         // Fuzzing (README, "Hostile input"): the targets, and the runner libFuzzer

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import RecotapAPIMock
+import NIOCore
 import RecotapKeyd
 
 /// What one key check costs: the real API client against the bundled mock on
@@ -31,10 +32,44 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Processes flooding with refusals.")
     var refusalWorkers = 4
 
+    @Flag(help: "Print the README's performance table (what `make bench` runs): start → READY, idle RSS and wake-ups, keep-alive and connect-per-request throughput against nginx and a plain SwiftNIO server, RSS after them. Other measurements are skipped.")
+    var table = false
+
+    @Option(help: "Keep-alive requests to recotap-keyd for --table.")
+    var tableRequests = 1_000_000
+
+    @Option(help: "Seconds to count idle wake-ups over for --table.")
+    var idleSeconds = 20
+
+    @Option(help: "Drive a running server instead (for profiling it: `valgrind --tool=callgrind recotap-keyd …`): GET /v1/key on this Unix socket, --drive-requests times over --drive-connections keep-alive connections, every answer checked against --drive-body.")
+    var drive: String?
+    @Option(help: "Requests for --drive.") var driveRequests = 20_000
+    @Option(help: "Connections for --drive.") var driveConnections = 4
+    @Option(help: "The body every --drive answer must have (the key served).") var driveBody = ""
+    @Flag(help: "--drive with one connection per request (an empty request: credential.sock).") var driveRaw = false
+
+    @Option(help: .hidden) var nioAnchor: String?
+    @Option(help: .hidden) var nioAnchorBody = ""
     @Option(help: .hidden) var floodSocket: String?
     @Option(help: .hidden) var floodSeconds = 10
 
     func run() async throws {
+        if let nioAnchor {
+            try await NIOAnchor.serve(socket: nioAnchor, body: nioAnchorBody, loops: System.coreCount)
+            return
+        }
+        if let drive {
+            let result = try LoadClient(
+                socket: drive, mode: driveRaw ? .connectPerRequest(request: "") : .keepAlive(path: "/v1/key"),
+                connections: driveConnections, requests: driveRequests, expectedBody: Array(driveBody.utf8)
+            ).run()
+            print("\(result.requests) requests: \(result.summary)")
+            return
+        }
+        if table {
+            try await TableBench(keepAliveRequests: tableRequests, idleSeconds: idleSeconds).run()
+            return
+        }
         if let floodSocket {
             RefusalBench.flood(socket: floodSocket, seconds: floodSeconds)
             return
