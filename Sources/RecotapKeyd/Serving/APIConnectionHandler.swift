@@ -17,6 +17,8 @@ final class APIConnectionHandler: ChannelInboundHandler {
     private let role: AccessRole
     private let context: ServingContext
     private let routes: APIRoutes
+    /// The connection's read and idle deadlines (the handler below the decoder).
+    private let timeouts: ConnectionTimeouts?
 
     private var head: HTTPRequestHead?
     private var body = ByteBuffer()
@@ -25,8 +27,9 @@ final class APIConnectionHandler: ChannelInboundHandler {
     private var responding = false
     private var longPoll: (token: UInt64, timeout: Scheduled<Void>)?
 
-    init(peer: Peer, role: AccessRole, context: ServingContext) {
+    init(peer: Peer, role: AccessRole, context: ServingContext, timeouts: ConnectionTimeouts?) {
         self.peer = peer
+        self.timeouts = timeouts
         self.role = role
         self.context = context
         self.routes = APIRoutes(context: context)
@@ -58,7 +61,7 @@ final class APIConnectionHandler: ChannelInboundHandler {
         case .end:
             guard let head else { return }
             self.head = nil
-            context.triggerUserOutboundEvent(RequestProgress.requestRead, promise: nil)
+            timeouts?.requestRead()
             handle(APIRequest(head: head, body: body), keepAlive: head.isKeepAlive, version: head.version, context: context)
         }
     }
@@ -92,6 +95,7 @@ final class APIConnectionHandler: ChannelInboundHandler {
     ) {
         let spool = self.context.intake.directoryPath
         let current = self.context.current
+        let answers = self.context.keyAnswers
         let counters = self.context.counters
         guard counters.beginLongPoll() else {
             write(
@@ -107,13 +111,13 @@ final class APIConnectionHandler: ChannelInboundHandler {
                 let (handler, context) = bound.value
                 guard handler.finishLongPoll() else { return }
                 handler.write(
-                    APIRoutes.keyResponse(record, request: request, spool: spool), keepAlive: keepAlive, version: version,
+                    APIRoutes.keyResponse(record, request: request, spool: spool, prepared: answers), keepAlive: keepAlive, version: version,
                     context: context)
             }
         }
         guard let token else {
             counters.endLongPoll()
-            write(APIRoutes.keyResponse(current.record, request: request, spool: spool), keepAlive: keepAlive, version: version, context: context)
+            write(APIRoutes.keyResponse(current.record, request: request, spool: spool, prepared: answers), keepAlive: keepAlive, version: version, context: context)
             return
         }
         let timeout = loop.scheduleTask(in: TimeAmount(wait)) {
@@ -169,33 +173,33 @@ final class APIConnectionHandler: ChannelInboundHandler {
     }
 
     private func write(_ response: APIResponse, keepAlive: Bool, version: HTTPVersion, context: ChannelHandlerContext) {
-        var headers = response.headers
         let keepAlive = keepAlive && !closing
-        if response.status != .notModified {
-            headers.replaceOrAdd(name: "Content-Length", value: String(response.body?.readableBytes ?? 0))
+        let head: HTTPResponseHead
+        if keepAlive, version == .http1_1, let prepared = response.preparedHead {
+            // Built once per key (``PreparedKeyAnswer``): nothing to add.
+            head = prepared
+        } else {
+            var headers = response.headers
+            if response.status != .notModified {
+                headers.replaceOrAdd(name: "Content-Length", value: String(response.body?.readableBytes ?? 0))
+            }
+            if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
+            head = HTTPResponseHead(version: version, status: response.status, headers: headers)
         }
-        if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
-        let head = HTTPResponseHead(version: version, status: response.status, headers: headers)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if let body = response.body, body.readableBytes > 0, response.status != .notModified {
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
-        let written = context.writeAndFlushEndOfResponse(self)
         responding = false
         if keepAlive {
-            context.triggerUserOutboundEvent(RequestProgress.responseWritten, promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            timeouts?.responseWritten()
         } else {
             closing = true
             let channel = context.channel
-            written.whenComplete { _ in channel.close(promise: nil) }
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
+            promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
         }
-    }
-}
-
-extension ChannelHandlerContext {
-    fileprivate func writeAndFlushEndOfResponse(_ handler: APIConnectionHandler) -> EventLoopFuture<Void> {
-        let promise = eventLoop.makePromise(of: Void.self)
-        writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: promise)
-        return promise.futureResult
     }
 }

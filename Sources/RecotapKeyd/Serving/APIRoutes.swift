@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// One complete request on `keyd.sock`.
 package struct APIRequest: Sendable {
@@ -42,6 +43,10 @@ package struct APIResponse: Sendable {
     package var status: HTTPResponseStatus
     package var headers: HTTPHeaders
     package var body: ByteBuffer?
+    /// The complete head (Content-Length included) of a keep-alive HTTP/1.1 answer,
+    /// built once per key for `GET /v1/key` (``PreparedKeyAnswers``); `nil` for every
+    /// other answer, whose head the transport completes.
+    package var preparedHead: HTTPResponseHead?
 
     init(status: HTTPResponseStatus, headers: HTTPHeaders = [:], body: ByteBuffer? = nil) {
         self.status = status
@@ -134,7 +139,8 @@ package struct APIRoutes: Sendable {
             return .respond(error.response)
         }
         guard let wait else {
-            return .respond(Self.keyResponse(context.current.record, request: request, spool: context.intake.directoryPath))
+            return .respond(Self.keyResponse(
+                context.current.record, request: request, spool: context.intake.directoryPath, prepared: context.keyAnswers))
         }
         return .longPoll(after: after ?? context.current.version, wait: wait, json: request.wantsJSON)
     }
@@ -150,7 +156,9 @@ package struct APIRoutes: Sendable {
 
     static func etag(_ record: KeyRecord) -> String { "\"\(record.id)-\(record.fingerprint)\"" }
 
-    static func keyResponse(_ record: KeyRecord?, request: APIRequest, spool: String) -> APIResponse {
+    static func keyResponse(
+        _ record: KeyRecord?, request: APIRequest, spool: String, prepared: PreparedKeyAnswers
+    ) -> APIResponse {
         guard let record else {
             return .error(
                 .notFound, "no_key", "no API key yet: drop one into \(spool) (or use recotap-keyctl rotate)",
@@ -181,10 +189,19 @@ package struct APIRoutes: Sendable {
                 "last_verified_at": .date(record.lastVerifiedAt),
             ]), headers: headers)
         }
-        var textHeaders = headers
-        textHeaders.add(name: "Content-Type", value: "text/plain; charset=us-ascii")
-        return APIResponse(status: .ok, headers: textHeaders, body: ByteBuffer(string: secret))
+        return prepared.answer(for: record, secret: secret)
     }
+
+    /// The plain-text answer to `GET /v1/key`: the key's bytes.
+    static func plainKey(_ record: KeyRecord, secret: String) -> APIResponse {
+        var headers = keyHeaders(record)
+        headers.add(name: "Content-Type", value: "text/plain; charset=us-ascii")
+        var response = APIResponse(status: .ok, headers: headers, body: ByteBuffer(string: secret))
+        headers.add(name: "Content-Length", value: String(secret.utf8.count))
+        response.preparedHead = HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)
+        return response
+    }
+
 
     /// The answer at a long poll's timeout: nothing changed.
     static func notModified(_ record: KeyRecord?) -> APIResponse {
@@ -380,5 +397,34 @@ package struct APIRoutes: Sendable {
                 ])
             }),
         ]))
+    }
+}
+
+
+/// The answer to a plain `GET /v1/key` for the active key, built by the first request
+/// after the key (or its state) changed and shared by all that follow: the hot path
+/// builds no headers and no body.
+package final class PreparedKeyAnswers: Sendable {
+    private struct Entry {
+        var id: Int64
+        var fingerprint: String
+        var state: KeyState
+        var response: APIResponse
+    }
+    private let entry = Mutex<Entry?>(nil)
+
+    package init() {}
+
+    func answer(for record: KeyRecord, secret: String) -> APIResponse {
+        if let cached = entry.withLock({ entry -> APIResponse? in
+            guard let entry, entry.id == record.id, entry.state == record.state, entry.fingerprint == record.fingerprint
+            else { return nil }
+            return entry.response
+        }) {
+            return cached
+        }
+        let response = APIRoutes.plainKey(record, secret: secret)
+        entry.withLock { $0 = Entry(id: record.id, fingerprint: record.fingerprint, state: record.state, response: response) }
+        return response
     }
 }

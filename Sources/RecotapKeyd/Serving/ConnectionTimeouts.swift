@@ -1,18 +1,15 @@
 import NIOCore
 
-/// Signals from the HTTP handler to ``ConnectionTimeouts`` (outbound user events).
-enum RequestProgress: Sendable {
-    /// A whole request has been read: its answer may take as long as it takes
-    /// (a long poll, a check).
-    case requestRead
-    /// The answer has been written: the connection is idle again.
-    case responseWritten
-}
-
 /// The first handler on an API connection, below the HTTP decoder, so it sees raw
 /// bytes: a request must arrive in full within `readTimeout` of its first byte (a
 /// client that sends half a request and stops gets 408 and is closed), and a kept-alive
 /// connection with nothing to do is closed after `idleTimeout`.
+///
+/// The HTTP handler tells it, by direct calls on the connection's event loop, when a
+/// request has been read (``requestRead()``) and its answer written
+/// (``responseWritten(context:)``). Nothing is scheduled per request: one timer per
+/// connection, re-armed only when it fires early (its deadline moved later meanwhile)
+/// or when a request is still incomplete at the end of a read.
 final class ConnectionTimeouts: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -20,15 +17,25 @@ final class ConnectionTimeouts: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     private enum State {
-        case idle, reading, busy
+        /// Waiting for a request: close at the deadline.
+        case idle
+        /// A request has started to arrive: 408 at the deadline.
+        case reading
+        /// A request is being answered: no deadline.
+        case busy
     }
 
     private let readTimeout: TimeAmount
     private let idleTimeout: TimeAmount
     private var state = State.idle
+    /// When the current state times out (`nil` while busy).
+    private var deadline: NIODeadline?
     /// Bytes of a next request arrived while one was being answered.
     private var pendingBytes = false
-    private var timer: Scheduled<Void>?
+    private var timer: (task: Scheduled<Void>, at: NIODeadline)?
+    /// This handler's own place in the pipeline (below the HTTP codec: the 408 is
+    /// written as bytes), kept from `handlerAdded` for the direct calls.
+    private var context: ChannelHandlerContext?
 
     init(readTimeout: Duration, idleTimeout: Duration) {
         self.readTimeout = TimeAmount(readTimeout)
@@ -36,16 +43,19 @@ final class ConnectionTimeouts: ChannelDuplexHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        arm(context: context, after: idleTimeout, reading: false)
+        self.context = context
+        deadline = .now() + idleTimeout
+        ensureTimer(context: context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
+        timer?.task.cancel()
         timer = nil
+        self.context = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        timer?.cancel()
+        timer?.task.cancel()
         timer = nil
         context.fireChannelInactive()
     }
@@ -54,7 +64,7 @@ final class ConnectionTimeouts: ChannelDuplexHandler {
         switch state {
         case .idle:
             state = .reading
-            arm(context: context, after: readTimeout, reading: true)
+            deadline = .now() + readTimeout
         case .reading:
             break
         case .busy:
@@ -63,43 +73,65 @@ final class ConnectionTimeouts: ChannelDuplexHandler {
         context.fireChannelRead(data)
     }
 
-    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
-        guard let progress = event as? RequestProgress else {
-            context.triggerUserOutboundEvent(event, promise: promise)
-            return
-        }
-        switch progress {
-        case .requestRead:
-            state = .busy
-            timer?.cancel()
-            timer = nil
-        case .responseWritten:
-            if pendingBytes {
-                pendingBytes = false
-                state = .reading
-                arm(context: context, after: readTimeout, reading: true)
-            } else {
-                state = .idle
-                arm(context: context, after: idleTimeout, reading: false)
-            }
-        }
-        promise?.succeed()
+    func channelReadComplete(context: ChannelHandlerContext) {
+        // A request still incomplete after this read: its deadline may be earlier than
+        // the timer (set for the idle deadline before it).
+        if state == .reading { ensureTimer(context: context) }
+        context.fireChannelReadComplete()
     }
 
-    private func arm(context: ChannelHandlerContext, after delay: TimeAmount, reading: Bool) {
-        timer?.cancel()
-        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(in: delay) {
-            let context = bound.value
-            guard reading else {
-                context.close(promise: nil)
-                return
-            }
-            // Below the HTTP encoder: the answer is written as bytes.
-            let body = #"{"error":"request_timeout","message":"the request did not arrive in full in time"}"# + "\n"
-            let response = "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
-            let channel = context.channel
-            context.writeAndFlush(NIOAny(ByteBuffer(string: response))).whenComplete { _ in channel.close(promise: nil) }
+    /// A whole request has been read: its answer may take as long as it takes (a long
+    /// poll, a check).
+    func requestRead() {
+        state = .busy
+        deadline = nil
+    }
+
+    /// The answer has been written: the connection is idle again (or reading the next
+    /// request, if its bytes came meanwhile).
+    func responseWritten() {
+        if pendingBytes {
+            pendingBytes = false
+            state = .reading
+            deadline = .now() + readTimeout
+        } else {
+            state = .idle
+            deadline = .now() + idleTimeout
         }
+        if timer == nil, let context { ensureTimer(context: context) }
+    }
+
+    /// Makes sure a timer fires no later than the deadline.
+    private func ensureTimer(context: ChannelHandlerContext) {
+        guard let deadline else { return }
+        if let timer {
+            if timer.at <= deadline { return }
+            timer.task.cancel()
+        }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let task = context.eventLoop.scheduleTask(deadline: deadline) {
+            let (handler, context) = bound.value
+            handler.timer = nil
+            handler.fire(context: context)
+        }
+        timer = (task, deadline)
+    }
+
+    private func fire(context: ChannelHandlerContext) {
+        guard let deadline else { return }
+        if deadline > .now() {
+            ensureTimer(context: context)
+            return
+        }
+        guard state == .reading else {
+            context.close(promise: nil)
+            return
+        }
+        self.deadline = nil
+        // Below the HTTP encoder: the answer is written as bytes.
+        let body = #"{"error":"request_timeout","message":"the request did not arrive in full in time"}"# + "\n"
+        let response = "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+        let channel = context.channel
+        context.writeAndFlush(NIOAny(ByteBuffer(string: response))).whenComplete { _ in channel.close(promise: nil) }
     }
 }

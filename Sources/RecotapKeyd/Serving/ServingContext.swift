@@ -13,6 +13,8 @@ public final class ServingContext: Sendable {
     public let counters: ServingCounters
     public let limits: ServingLimits
     public let peerLog: PeerLog
+    /// `GET /v1/key`'s answer, built once per key.
+    package let keyAnswers = PreparedKeyAnswers()
     let logger: Logger
     let startedAt: Date
     private let policyBox: Mutex<AccessPolicy>

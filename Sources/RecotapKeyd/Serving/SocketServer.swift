@@ -109,13 +109,13 @@ public final class SocketServer: Sendable {
         decoderLimits.maxHeaderListSize = context.limits.maxHeaderBytes
         decoderLimits.maxHeaderFieldSize = context.limits.maxHeaderBytes
         let pipeline = channel.pipeline.syncOperations
-        try pipeline.addHandler(
-            ConnectionTimeouts(readTimeout: context.limits.requestReadTimeout, idleTimeout: context.limits.idleTimeout))
+        let timeouts = ConnectionTimeouts(readTimeout: context.limits.requestReadTimeout, idleTimeout: context.limits.idleTimeout)
+        try pipeline.addHandler(timeouts)
         try pipeline.addHandler(HTTPResponseEncoder())
         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(
             leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits)))
         try pipeline.addHandler(HTTPServerPipelineHandler())
-        try pipeline.addHandler(APIConnectionHandler(peer: peer, role: role, context: context))
+        try pipeline.addHandler(APIConnectionHandler(peer: peer, role: role, context: context, timeouts: timeouts))
     }
 
     /// `credential.sock`: the key's bytes to an allowed peer, then close; nothing (and
