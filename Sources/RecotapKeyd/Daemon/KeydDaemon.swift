@@ -88,6 +88,8 @@ public struct KeydDaemon: Sendable {
         }
         let readiness = Readiness()
         let progress = ProgressMonitor(start: clock.now)
+        // The checker follows the store's published key: no wiring between the spool
+        // and the checker.
         let checker = KeyChecker(
             store: store, client: apiClient, clock: clock,
             timing: CheckTiming(check: configuration.check, random: random),
@@ -95,8 +97,7 @@ public struct KeydDaemon: Sendable {
 
         let intake = SpoolIntake(
             directory: spool, store: store, client: apiClient,
-            verifyBeforeActivate: configuration.spool.verifyBeforeActivate, clock: clock, logger: logger,
-            onActivated: { await checker.keyActivated() })
+            verifyBeforeActivate: configuration.spool.verifyBeforeActivate, clock: clock, logger: logger)
 
         let serving = ServingContext(
             store: store, checker: checker, intake: intake, policy: policy, limits: limits, logger: logger)
