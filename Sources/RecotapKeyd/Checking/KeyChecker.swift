@@ -82,9 +82,12 @@ public actor KeyChecker {
     /// The secret of the key the machine knows, from the same published record.
     private var secret: (id: Int64, key: APIKey)?
     private var nextToken: UInt64 = 0
-    /// Answers for tokens whose task has not picked them up yet, and the tasks waiting.
+    /// Answers for tokens whose task has not picked them up yet; the tasks waiting
+    /// (resumed by an answer, or by their cancellation); tokens whose task stopped
+    /// waiting, whose answers are dropped.
     private var replies: [UInt64: CheckMachine.Reply] = [:]
-    private var waiting: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    private nonisolated let waiting = Mutex<[UInt64: CheckedContinuation<Void, Never>]>([:])
+    private var gone: Set<UInt64> = []
 
     public init(
         store: KeyStore, client: any KeyCheckingClient, clock: any SchedulerClock, timing: CheckTiming,
@@ -109,6 +112,8 @@ public actor KeyChecker {
         await takePublished()
         let token = newToken()
         await handle(.due(token: token))
+        // Cancelled (shutdown) while joined to a request another task sent: the round
+        // ends without its answer.
         _ = await reply(for: token)
         await handle(.refreshStatus)
         return machine.nextWake
@@ -148,7 +153,7 @@ public actor KeyChecker {
             return outcome
         }
         var reply = await reply(for: token)
-        while case .waitUntil(let at) = reply {
+        while case .waitUntil(let at)? = reply {
             if at > clock.now {
                 do {
                     try await clock.sleep(for: at.since(clock.now))
@@ -161,8 +166,9 @@ public actor KeyChecker {
             await handle(.confirmationDue(token: token))
             reply = await self.reply(for: token)
         }
+        if reply == nil { await handle(.requesterGone(token: token)) }
         await handle(.refreshStatus)
-        guard case .done(let outcome) = reply else { return .noCheckableKey(machine.key?.state) }
+        guard case .done(let outcome)? = reply else { return .noCheckableKey(machine.key?.state) }
         return outcome
     }
 
@@ -247,16 +253,33 @@ public actor KeyChecker {
             notifier.status(text)
 
         case .reply(let token, let reply):
+            if gone.remove(token) != nil { return }
             replies[token] = reply
-            waiting.removeValue(forKey: token)?.resume()
+            waiting.withLock { $0.removeValue(forKey: token) }?.resume()
         }
     }
 
-    /// The answer for `token`, waiting for it if it has not come yet.
-    private func reply(for token: UInt64) async -> CheckMachine.Reply {
+    /// The answer for `token`, waiting for it if it has not come yet; `nil` when the
+    /// task is cancelled first (its answer, when it comes, is dropped).
+    private func reply(for token: UInt64) async -> CheckMachine.Reply? {
         while true {
             if let reply = replies.removeValue(forKey: token) { return reply }
-            await withCheckedContinuation { waiting[token] = $0 }
+            if Task.isCancelled {
+                gone.insert(token)
+                return nil
+            }
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { continuation in
+                    let stored = waiting.withLock { waiting -> Bool in
+                        if Task.isCancelled { return false }
+                        waiting[token] = continuation
+                        return true
+                    }
+                    if !stored { continuation.resume() }
+                }
+            } onCancel: {
+                waiting.withLock { $0.removeValue(forKey: token) }?.resume()
+            }
         }
     }
 }

@@ -73,7 +73,8 @@ public struct KeydDaemon: Sendable {
             let real: RecotapAPIClient
             do {
                 real = try RecotapAPIClient(
-                    api: configuration.api, retryAfterCap: configuration.check.backoffMax, environment: environment)
+                    api: configuration.api, retryAfterCap: configuration.check.backoffMax, environment: environment,
+                    clock: clock)
             } catch {
                 close(inotify)
                 sockets.api.closeIfBound()
