@@ -40,7 +40,7 @@ final class ServingFixture: Sendable {
                     spoolDirectory: directory + "/spool", logger: logger, notifier: SystemdNotifier { _ in false })
                 let intake = SpoolIntake(
                     directory: try SpoolDirectory(path: directory + "/spool"), store: store, client: client,
-                    verifyBeforeActivate: true, clock: clock, logger: logger, onActivated: {})
+                    verifyBeforeActivate: true, clock: clock, logger: logger)
                 var access = KeydConfiguration.defaults.access
                 access.readers.users = ["4242"]
                 access.readers.groups = []

@@ -24,8 +24,7 @@ private struct SpoolHarness {
         let capture = self.capture
         let logger = Logger(label: "test") { _ in JournalLogHandler(identifier: "recotap-keyd", level: .debug, sink: capture.journal) }
         intake = SpoolIntake(
-            directory: spool, store: store, client: client, verifyBeforeActivate: verify, clock: clock, logger: logger,
-            onActivated: {})
+            directory: spool, store: store, client: client, verifyBeforeActivate: verify, clock: clock, logger: logger)
     }
 
     @discardableResult

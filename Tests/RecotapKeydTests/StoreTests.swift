@@ -17,6 +17,39 @@ private func fileContains(_ path: String, _ needle: String) -> Bool {
 
 @Suite("Store")
 struct StoreTests {
+    @Test("the active key is published once per commit that touches it: each subscriber sees the current record, then the newest")
+    func publishedStream() async throws {
+        let dir = try TemporaryDirectory()
+        let store = try KeyStore(path: dir.file("keyd.sqlite3"))
+        let subscription = store.current.changes()
+        let other = store.current.changes()
+        #expect(subscription.poll() == .some(nil), "the current record first: no key")
+        #expect(subscription.poll() == nil, "then nothing until a commit")
+
+        let a = try await store.addAndActivate(keyA, source: "a", state: .unverified, at: t0).activated
+        let first = try #require(subscription.poll())
+        #expect(first?.id == a.id && first?.key == keyA && first?.state == .unverified)
+        // A check that changes the state is published; one that does not is not.
+        try await store.record(check: CheckRecord(keyID: a.id, at: at(1), outcome: .unreachable, httpStatus: 503, latencyMilliseconds: 1, reason: nil), affectsState: false)
+        #expect(subscription.poll() == nil)
+        try await store.record(check: CheckRecord(keyID: a.id, at: at(2), outcome: .valid, httpStatus: 200, latencyMilliseconds: 1, reason: nil))
+        #expect(try #require(subscription.poll())?.lastVerifiedAt == at(2))
+
+        // A consumer that falls behind skips to the present.
+        let b = try await store.addAndActivate(keyB, source: "b", state: .unverified, at: at(3)).activated
+        #expect(other.poll()??.id == b.id)
+        #expect(other.poll() == nil)
+
+        // As an async sequence: the next commit wakes a waiting consumer.
+        #expect(subscription.poll()??.id == b.id)
+        async let next = subscription.next()
+        let c = try await store.addAndActivate(keyC, source: "c", state: .valid, at: at(4)).activated
+        let woken = await next
+        #expect(woken??.id == c.id)
+        #expect(store.current.version == c.id)
+        await store.close()
+    }
+
     @Test("a new store is created 0600 in a 0700 directory, migrated to the current schema, in WAL mode")
     func createsWithModes() async throws {
         let dir = try TemporaryDirectory()

@@ -1,31 +1,96 @@
 import Foundation
 import Logging
+import Synchronization
 import Testing
 
 @testable import RecotapKeyd
 
 @Suite("Scheduler loop and watchdog (manual clock)")
 struct WatchdogTests {
+    /// A manual clock that counts the sleeps begun on it.
+    private final class CountingClock: SchedulerClock {
+        let base = ManualClock()
+        private let count = Mutex(0)
+        var sleeps: Int { count.withLock { $0 } }
+        var now: Date { base.now }
+        func sleep(for duration: Duration) async throws {
+            count.withLock { $0 += 1 }
+            try await base.sleep(for: duration)
+        }
+    }
+
     /// The daemon as the builder wires it, on a manual clock and a scripted API, with a
-    /// watchdog of 10 s (pings at 5 s).
-    private func start(in dir: TemporaryDirectory) async throws -> (KeydDaemon, Task<Void, any Error>, ManualClock, ScriptedClient, Capture) {
+    /// watchdog of 10 s (pings at 5 s) unless `watchdog` is false.
+    private func start(
+        in dir: TemporaryDirectory, clock: any SchedulerClock, base: ManualClock, watchdog: Bool = true
+    ) async throws -> (KeydDaemon, Task<Void, any Error>, ScriptedClient, Capture) {
         let config = try await ConfigurationLoader(
             filePath: try writeTestConfiguration(in: dir), fileRequired: true, environment: [:]
         ).load()
         let store = try KeyStore(path: config.store.path)
         try await store.addAndActivate(APIKey(secret: "rtk_watchdog_test_key_4455"), source: "test", state: .valid, at: Date())
         await store.close()
-        let clock = ManualClock()
         let client = ScriptedClient(clock: clock)
         let capture = Capture()
         let logger = Logger(label: "test") { _ in JournalLogHandler(identifier: "recotap-keyd", level: .info, sink: capture.journal) }
         let daemon = try await KeydDaemon.build(
             configuration: config, logger: logger, notifier: capture.notifier, client: client, clock: clock,
-            watchdogInterval: .seconds(10), random: { 0.5 })
+            watchdogInterval: watchdog ? .seconds(10) : nil, random: { 0.5 })
         let running = Task { try await daemon.run() }
         #expect(await capture.waitForNotification("READY=1"))
-        #expect(await clock.settle(sleepers: 2), "the loop and the watchdog sleep on the clock")
+        #expect(await base.settle(sleepers: watchdog ? 2 : 1), "the loop (and the watchdog) sleep on the clock")
+        return (daemon, running, client, capture)
+    }
+
+    private func start(in dir: TemporaryDirectory) async throws -> (KeydDaemon, Task<Void, any Error>, ManualClock, ScriptedClient, Capture) {
+        let clock = ManualClock()
+        let (daemon, running, client, capture) = try await start(in: dir, clock: clock, base: clock)
         return (daemon, running, clock, client, capture)
+    }
+
+    @Test("idle, the loop sleeps until the next check: no round in between (no heartbeat)")
+    func noHeartbeat() async throws {
+        let dir = try TemporaryDirectory()
+        let clock = CountingClock()
+        let (daemon, running, client, _) = try await start(in: dir, clock: clock, base: clock.base, watchdog: false)
+        #expect(client.calls.count == 1)
+        let sleeps = clock.sleeps
+        await clock.base.run(for: .seconds(600), step: .seconds(1), sleepers: 1)
+        #expect(client.calls.count == 3, "a check every 5 min")
+        #expect(clock.sleeps - sleeps == 2, "one sleep per check, not one per second")
+        await daemon.serviceGroup.triggerGracefulShutdown()
+        try await running.value
+    }
+
+    @Test("a key activated while the loop sleeps is checked at once: the loop follows the store's published key")
+    func followsPublishedKey() async throws {
+        let dir = try TemporaryDirectory()
+        let clock = ManualClock()
+        let (daemon, running, client, _) = try await start(in: dir, clock: clock, base: clock, watchdog: false)
+        #expect(client.calls.count == 1)
+        let replacement = APIKey(secret: "rtk_watchdog_replacement_6677")
+        try await daemon.store.addAndActivate(replacement, source: "new.key", state: .unverified, at: clock.now)
+        #expect(try await eventually { client.calls.count == 2 }, "without the clock moving")
+        #expect(client.calls.last?.fingerprint == replacement.fingerprint)
+        await daemon.serviceGroup.triggerGracefulShutdown()
+        try await running.value
+    }
+
+    @Test("a probe is answered by the loop's next round; one left unanswered past the window means stuck")
+    func probes() {
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        let progress = ProgressMonitor(start: start, wakeups: Wakeup())
+        #expect(progress.isAlive(at: start.addingTimeInterval(100), window: .seconds(15)), "nothing asked yet")
+        let round = progress.roundStarted()
+        progress.probe(at: start)
+        progress.roundEnded(through: round, at: start.addingTimeInterval(1))
+        #expect(!progress.isAlive(at: start.addingTimeInterval(16), window: .seconds(15)), "a round that began before the probe does not answer it")
+        #expect(progress.isAlive(at: start.addingTimeInterval(15), window: .seconds(15)))
+        progress.probe(at: start.addingTimeInterval(5))  // one outstanding at a time: measured from the first
+        #expect(!progress.isAlive(at: start.addingTimeInterval(16), window: .seconds(15)))
+        progress.roundEnded(through: progress.roundStarted(), at: start.addingTimeInterval(17))
+        #expect(progress.isAlive(at: start.addingTimeInterval(100), window: .seconds(15)))
+        #expect(progress.lastRoundAt == start.addingTimeInterval(17))
     }
 
     private func pings(_ capture: Capture) -> Int {
@@ -62,7 +127,7 @@ struct WatchdogTests {
         #expect(client.calls.count == 2)
         let pingsWhenStuck = pings(capture)
 
-        // The window is heartbeat (1 s) + api.timeout (10 s) + 5 s: a few more pings
+        // The window is api.timeout (10 s) + 5 s from the probe the loop left unanswered: a few more pings
         // at most, then none, for as long as the loop stays stuck.
         await clock.run(for: .seconds(120), step: .seconds(1), sleepers: 1)
         let late = pings(capture) - pingsWhenStuck

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// Why a check was asked for outside the schedule.
 public enum CheckRequestReason: String, Sendable {
@@ -40,7 +41,7 @@ public struct CheckerSnapshot: Sendable, Equatable {
 /// Checks the active key against the API and acts on every answer as README "Checking the key"
 /// says: confirms a 401 before declaring the key invalid, backs off on outages and
 /// rate limits, stops checking a dead key and reminds the journal of it, and logs the
-/// events of §7 — once when something starts, at most once per
+/// events of README "Journal" — once when something starts, at most once per
 /// `check.reminder_interval` while it lasts, never once per failed attempt.
 ///
 /// The API call budget, whatever local peers do: on-demand checks (consumer reports
@@ -52,45 +53,41 @@ public struct CheckerSnapshot: Sendable, Equatable {
 /// confirmation waits for that confirmation instead of sending a request early — a
 /// 401 is confirmed only by a request made `check.confirm_delay` after it.
 ///
-/// Nothing here sleeps. ``tick()`` does what is due and says when it next has work;
-/// the scheduler's loop (``CheckSchedulerService``) does the waiting on an injected
-/// clock, which is what lets tests run a day of schedule instantly. Checks are
-/// serialised: a request that arrives while one is in flight shares its answer.
+/// The rules live in ``CheckMachine``, a pure transition function; this actor is the
+/// thin part that feeds it events and performs its effects: requests (in the task of
+/// whoever asked, so cancelling it cancels the request), store writes, journal
+/// entries, `STATUS=`, answers. It follows the active key through the store's
+/// published stream (``CurrentKey/changes()``) — taking any record published since it
+/// last looked before it acts on anything, so a check never runs on a key older than
+/// the last commit — and never reads the active key from the store.
+///
+/// Nothing here sleeps on the schedule. ``tick()`` does what is due and says when it
+/// next has work; the scheduler's loop (``CheckSchedulerService``) does the waiting
+/// on an injected clock (``waitForWork(until:)``), which is what lets tests run a day
+/// of schedule instantly. Checks are serialised: a request that arrives while one is
+/// in flight shares its answer.
 public actor KeyChecker {
     private let store: KeyStore
     private let client: any KeyCheckingClient
     private let clock: any SchedulerClock
     private var timing: CheckTiming
-    private let spoolDirectory: String
     private let logger: Logger
     private let notifier: SystemdNotifier
+    private let published: CurrentKey.Subscription
+    /// Rung when the next wake-up may have moved earlier outside a round (a request,
+    /// a reload) and by the watchdog's probes: the scheduler's loop runs a round.
+    public nonisolated let wakeups = Wakeup()
 
-    /// The active key as last read from the store (no secret).
-    private var key: KeyRecord?
-    private var nextCheckAt: Date?
-    /// Consecutive unreachable / rate-limited answers, for the backoff.
-    private var failures = 0
-    /// A 401 was seen and waits for the confirming request.
-    private var awaitingConfirmation = false
-    private var degradedSince: Date?
-    private var lastDegradedLogAt: Date?
-    private var lastFailure: CheckResult?
-    private var lastRequestErrorLog: (status: Int?, at: Date)?
-    private var lastReminderAt: Date?
-    /// When an on-demand check last went to the API (the budget's clock).
-    private var lastOnDemandAt: Date?
-    /// An on-demand check asked for within the budget's interval, due at its end;
-    /// any check that completes meanwhile answers it.
-    private var followUpAt: Date?
-    private var lastCheck: CheckRecord?
-    /// The latest answer applied to the active key, and how many have been: lets a
-    /// request that waited for a confirmation see whether the confirmation ran.
-    private var lastResult: CheckResult?
-    private var resultsApplied: UInt64 = 0
-    private var inFlight: Task<CheckResult?, Never>?
-    private var lastStatus: (text: String, kind: String, at: Date)?
-    /// Whether the active key has been read once (the check at start is never skipped).
-    private var hasSynced = false
+    private var machine: CheckMachine
+    /// The secret of the key the machine knows, from the same published record.
+    private var secret: (id: Int64, key: APIKey)?
+    private var nextToken: UInt64 = 0
+    /// Answers for tokens whose task has not picked them up yet; the tasks waiting
+    /// (resumed by an answer, or by their cancellation); tokens whose task stopped
+    /// waiting, whose answers are dropped.
+    private var replies: [UInt64: CheckMachine.Reply] = [:]
+    private nonisolated let waiting = Mutex<[UInt64: CheckedContinuation<Void, Never>]>([:])
+    private var gone: Set<UInt64> = []
 
     public init(
         store: KeyStore, client: any KeyCheckingClient, clock: any SchedulerClock, timing: CheckTiming,
@@ -100,400 +97,235 @@ public actor KeyChecker {
         self.client = client
         self.clock = clock
         self.timing = timing
-        self.spoolDirectory = spoolDirectory
         self.logger = logger
         self.notifier = notifier
+        self.published = store.current.changes()
+        self.machine = CheckMachine(check: timing.check, spoolDirectory: spoolDirectory)
     }
-
-    private var check: KeydConfiguration.Check { timing.check }
 
     // MARK: - Driving
 
-    /// Does whatever is due now — a check, a reminder — and returns when there is next
-    /// something to do (`nil`: nothing until a key arrives).
+    /// Does whatever is due now — a check, a follow-up, a reminder — and returns when
+    /// there is next something to do (`nil`: nothing until a key arrives).
     @discardableResult
     public func tick() async -> Date? {
-        await syncActiveKey(now: clock.now)
-        if let key, key.state != .invalid {
-            if let due = nextCheckAt, due <= clock.now {
-                _ = await performCheck()
-            } else if let followUp = followUpAt, followUp <= clock.now, !awaitingConfirmation {
-                followUpAt = nil
-                lastOnDemandAt = clock.now
-                _ = await performCheck()
+        await takePublished()
+        let token = newToken()
+        await handle(.due(token: token))
+        // Cancelled (shutdown) while joined to a request another task sent: the round
+        // ends without its answer.
+        _ = await reply(for: token)
+        await handle(.refreshStatus)
+        return machine.nextWake
+    }
+
+    /// Waits until there may be something to do: `deadline` (the last ``tick()``'s
+    /// answer) has come, the store published a key, or ``wakeups`` was rung. Returns
+    /// at once when the task is cancelled.
+    public nonisolated func waitForWork(until deadline: Date?) async {
+        let clock = self.clock
+        let published = self.published
+        let wakeups = self.wakeups
+        if let deadline, deadline.since(clock.now) <= .zero { return }
+        await withTaskGroup(of: Void.self) { group in
+            if let deadline {
+                group.addTask { try? await clock.sleep(for: deadline.since(clock.now)) }
             }
+            group.addTask { await published.changed() }
+            group.addTask { await wakeups.wait() }
+            await group.next()
+            group.cancelAll()
         }
-        let now = clock.now
-        if let key, key.state == .invalid {
-            remindIfDue(now: now)
-        }
-        publishStatus(now: now)
-        return nextWake()
     }
 
     /// A check now, outside the schedule (see ``CheckRequestReason``), within the
     /// on-demand budget described on the type.
     public func checkNow(reason: CheckRequestReason) async -> CheckRequestOutcome {
-        let now = clock.now
-        await syncActiveKey(now: now)
-        guard let key, key.state != .invalid else { return .noCheckableKey(key?.state) }
-        if awaitingConfirmation {
-            // The confirmation is already scheduled: a reporter need not wait for it,
-            // anyone else gets its answer — never an early second request.
-            if reason == .consumerReport { return .debounced(last: lastCheck, retryIn: .zero) }
-            return await confirmed()
+        await takePublished()
+        let wakeBefore = machine.nextWake
+        defer { if machine.nextWake != wakeBefore { wakeups.ring() } }
+        let token = newToken()
+        let effects = await handle(.requested(reason, token: token))
+        // Answered at once (debounced, or nothing to check): no request, nothing new
+        // to publish.
+        if case .reply(token, .done(let outcome))? = effects.first {
+            replies[token] = nil
+            return outcome
         }
-        if reason.isOnDemand, inFlight == nil {
-            if let last = lastOnDemandAt, now.since(last) < check.reportMinInterval {
-                let due = last.adding(check.reportMinInterval)
-                followUpAt = min(followUpAt ?? due, due)
-                return .debounced(last: lastCheck, retryIn: due.since(now))
+        var reply = await reply(for: token)
+        while case .waitUntil(let at)? = reply {
+            if at > clock.now {
+                do {
+                    try await clock.sleep(for: at.since(clock.now))
+                } catch {
+                    await handle(.requesterGone(token: token))
+                    return .noCheckableKey(machine.key?.state)
+                }
             }
-            lastOnDemandAt = now
+            await takePublished()
+            await handle(.confirmationDue(token: token))
+            reply = await self.reply(for: token)
         }
-        logger.debug("check requested", metadata: ["check.reason": .string(reason.rawValue)])
-        let result = await performCheck()
-        publishStatus(now: clock.now)
-        guard let result else { return .noCheckableKey(self.key?.state) }
-        // A first 401: the answer worth giving is the confirmed one.
-        if result.outcome == .invalid, awaitingConfirmation, reason != .consumerReport {
-            return await confirmed()
-        }
-        return .checked(result)
-    }
-
-    /// Waits until the pending 401 is confirmed — by the scheduler's request at
-    /// `confirm_delay`, or by this one's if the scheduler has not sent it by then — and
-    /// returns that answer.
-    private func confirmed() async -> CheckRequestOutcome {
-        let applied = resultsApplied
-        if let due = nextCheckAt, due > clock.now {
-            do {
-                try await clock.sleep(for: due.since(clock.now))
-            } catch {
-                return .noCheckableKey(key?.state)
-            }
-        }
-        if resultsApplied == applied, awaitingConfirmation, key?.state != .invalid {
-            _ = await performCheck()
-            publishStatus(now: clock.now)
-        }
-        guard let lastResult, resultsApplied != applied else { return .noCheckableKey(key?.state) }
-        return .checked(lastResult)
-    }
-
-    /// A new key was activated (by the spool): pick it up now and check it, unless it
-    /// was verified moments ago.
-    public func keyActivated() async {
-        await tick()
+        if reply == nil { await handle(.requesterGone(token: token)) }
+        await handle(.refreshStatus)
+        guard case .done(let outcome)? = reply else { return .noCheckableKey(machine.key?.state) }
+        return outcome
     }
 
     /// A reloaded configuration's `check.*`, in force from now on. A check scheduled
     /// further out than the new interval allows is brought forward; a confirmation or
     /// a backoff in progress keeps its time.
-    public func reconfigure(_ timing: CheckTiming) {
+    public func reconfigure(_ timing: CheckTiming) async {
         self.timing = timing
-        let now = clock.now
-        if let due = nextCheckAt, !awaitingConfirmation, failures == 0, due > now.adding(timing.check.interval) {
-            nextCheckAt = now.adding(timing.nextInterval())
-        }
-        lastStatus = nil
-        publishStatus(now: now)
+        await handle(.reconfigured(timing.check))
+        wakeups.ring()
     }
 
-    public func snapshot() -> CheckerSnapshot {
-        CheckerSnapshot(
-            lastCheck: lastCheck, nextCheckAt: key?.state == .invalid ? nil : nextCheckAt, degradedSince: degradedSince)
+    /// What the checker knows, as of the latest commit.
+    public func snapshot() async -> CheckerSnapshot {
+        await takePublished()
+        return CheckerSnapshot(lastCheck: machine.lastCheck, nextCheckAt: machine.nextCheckAt, degradedSince: machine.degradedSince)
     }
 
-    private func nextWake() -> Date? {
-        guard let key else { return nil }
-        if key.state == .invalid {
-            return (lastReminderAt ?? clock.now).adding(check.reminderInterval)
-        }
-        guard let followUpAt, !awaitingConfirmation else { return nextCheckAt }
-        return nextCheckAt.map { min($0, followUpAt) } ?? followUpAt
+    // MARK: - Events and effects
+
+    private func newToken() -> UInt64 {
+        nextToken &+= 1
+        return nextToken
     }
 
-    // MARK: - The active key
-
-    /// Follows the store: a different active key (activated by the spool, or present
-    /// at start) resets everything about the previous one and is checked at once —
-    /// unless it is already known invalid, which is never checked again.
-    private func syncActiveKey(now: Date) async {
-        let active: KeyRecord?
-        do {
-            active = try await store.activeKey()
-        } catch {
-            logger.error("cannot read the active key from the store", metadata: [LogKey.error: "\(error)"])
-            return
-        }
-        let stripped = active.map { record -> KeyRecord in
-            var copy = record
-            copy.key = nil
-            return copy
-        }
-        guard stripped?.id != key?.id else {
-            key = stripped
-            hasSynced = true
-            return
-        }
-        key = stripped
-        failures = 0
-        awaitingConfirmation = false
-        followUpAt = nil
-        lastReminderAt = nil
-        lastRequestErrorLog = nil
-        lastCheck = nil
-        if let stripped {
-            lastCheck = (try? await store.checks(keyID: stripped.id, limit: 1))?.first
-            if stripped.state == .invalid {
-                nextCheckAt = nil
-            } else if hasSynced, stripped.state == .valid, let verified = stripped.lastVerifiedAt,
-                now.since(verified) < check.interval
-            {
-                // Activated while running and verified just before: the schedule starts
-                // from that verification. (At start, the first check is never skipped.)
-                nextCheckAt = verified.adding(timing.nextInterval())
-            } else {
-                nextCheckAt = now
+    /// Hands the machine whatever the store published since the last look.
+    private func takePublished() async {
+        while let record = published.poll() {
+            if let record, let key = record.key {
+                secret = (record.id, key)
+            } else if record == nil {
+                secret = nil
             }
-        } else {
-            nextCheckAt = nil
+            await handle(.keyPublished(record))
         }
-        hasSynced = true
     }
 
-    // MARK: - Checking
-
-    private func performCheck() async -> CheckResult? {
-        if let inFlight { return await inFlight.value }
-        let task = Task { await self.executeCheck() }
-        inFlight = task
-        // Cancelling the caller (graceful shutdown) cancels the request on the wire
-        // instead of waiting for its timeout.
-        let result = await withTaskCancellationHandler { await task.value } onCancel: { task.cancel() }
-        inFlight = nil
-        return result
-    }
-
-    private func executeCheck() async -> CheckResult? {
-        let active: KeyRecord
-        do {
-            guard let found = try await store.activeKey(), found.state != .invalid else { return nil }
-            active = found
-        } catch {
-            logger.error("cannot read the active key from the store", metadata: [LogKey.error: "\(error)"])
-            nextCheckAt = clock.now.adding(timing.backoff(failures: max(1, failures)))
-            return nil
-        }
-        guard let secret = active.key else { return nil }
-        let result = await client.check(secret)
-        // Cancelled by shutdown: the answer says nothing about the key or the API.
-        if Task.isCancelled { return nil }
-        let now = clock.now
-        guard active.id == key?.id else {
-            // The key changed while the request was out: record it, act on nothing.
-            _ = try? await store.record(check: record(result, keyID: active.id, at: now), affectsState: false)
-            return result
-        }
-        await apply(result, to: active, at: now)
-        return result
-    }
-
-    private func record(_ result: CheckResult, keyID: Int64, at now: Date, note: String? = nil) -> CheckRecord {
-        CheckRecord(
-            keyID: keyID, at: now, outcome: result.outcome, httpStatus: result.httpStatus,
-            latencyMilliseconds: Int(result.latency.milliseconds),
-            reason: [result.reason, note].compactMap { $0 }.joined(separator: " ").nilIfEmpty)
-    }
-
-    /// Stores the check and applies its effect on the key's state; returns the key as
-    /// it is afterwards.
     @discardableResult
-    private func store(_ check: CheckRecord, affectsState: Bool) async -> KeyRecord? {
-        lastCheck = check
-        do {
-            let updated = try await store.record(check: check, affectsState: affectsState)
-            key = updated
-            return updated
-        } catch {
-            logger.error("cannot record a check in the store", metadata: [LogKey.error: "\(error)"])
-            return nil
+    private func handle(_ event: CheckMachine.Event) async -> [CheckMachine.Effect] {
+        let effects = machine.handle(event, now: clock.now, random: timing.random())
+        for effect in effects {
+            await perform(effect)
+        }
+        return effects
+    }
+
+    private func perform(_ effect: CheckMachine.Effect) async {
+        switch effect {
+        case .send(let keyID, _):
+            // Sent in the task of the requester that caused it: cancelling that task
+            // (graceful shutdown) cancels the request on the wire instead of waiting
+            // for its timeout.
+            guard let secret, secret.id == keyID else {
+                await handle(.answered(nil, keyID: keyID))
+                return
+            }
+            let result = await client.check(secret.key)
+            // Cancelled by shutdown: the answer says nothing about the key or the API.
+            await handle(.answered(Task.isCancelled ? nil : result, keyID: keyID))
+
+        case .record(let check, let affectsState):
+            do {
+                try await store.record(check: check, affectsState: affectsState)
+            } catch {
+                logger.error("cannot record a check in the store", metadata: [LogKey.error: "\(error)"])
+            }
+            // The store published the key's new state (if it changed): take it now.
+            await takePublished()
+
+        case .loadLastCheck(let keyID):
+            let last = (try? await store.checks(keyID: keyID, limit: 1))?.first
+            await handle(.lastCheckLoaded(last, keyID: keyID))
+
+        case .log(let line):
+            if let event = line.event {
+                logger.event(event, "\(line.message)", metadata: line.metadata)
+            } else {
+                logger.log(level: line.level, "\(line.message)", metadata: line.metadata)
+            }
+
+        case .status(let text):
+            notifier.status(text)
+
+        case .reply(let token, let reply):
+            if gone.remove(token) != nil { return }
+            replies[token] = reply
+            waiting.withLock { $0.removeValue(forKey: token) }?.resume()
         }
     }
 
-    private func apply(_ result: CheckResult, to active: KeyRecord, at now: Date) async {
-        lastResult = result
-        resultsApplied &+= 1
-        followUpAt = nil
-        var metadata = Self.metadata(for: result)
-        metadata[LogKey.keyFingerprint] = .string(active.fingerprint)
-        metadata[LogKey.keyVersion] = .stringConvertible(active.id)
-        let fingerprint = active.fingerprint
-
-        switch result.outcome {
-        case .valid:
-            await store(record(result, keyID: active.id, at: now), affectsState: true)
-            recover(at: now, metadata: metadata)
-            failures = 0
-            awaitingConfirmation = false
-            nextCheckAt = now.adding(timing.nextInterval())
-            if active.state == .unverified {
-                logger.notice("key \(fingerprint) verified: the API accepts it", metadata: metadata)
-            } else {
-                logger.debug("key \(fingerprint) valid", metadata: metadata)
+    /// The answer for `token`, waiting for it if it has not come yet; `nil` when the
+    /// task is cancelled first (its answer, when it comes, is dropped).
+    private func reply(for token: UInt64) async -> CheckMachine.Reply? {
+        while true {
+            if let reply = replies.removeValue(forKey: token) { return reply }
+            if Task.isCancelled {
+                gone.insert(token)
+                return nil
             }
-
-        case .invalid where !awaitingConfirmation:
-            // One 401 is not enough: a flaky proxy or a deploy on Recotap's side can
-            // answer one. Ask again shortly before telling anyone the key is dead.
-            await store(record(result, keyID: active.id, at: now, note: "(to be confirmed)"), affectsState: false)
-            recover(at: now, metadata: metadata)
-            awaitingConfirmation = true
-            nextCheckAt = now.adding(check.confirmDelay)
-            logger.warning(
-                "the API answered 401 for key \(fingerprint); confirming in \(DurationParsing.format(check.confirmDelay))",
-                metadata: metadata)
-
-        case .invalid:
-            let updated = await store(record(result, keyID: active.id, at: now), affectsState: true)
-            recover(at: now, metadata: metadata)
-            awaitingConfirmation = false
-            nextCheckAt = nil
-            lastReminderAt = now
-            let since = active.activatedAt ?? active.addedAt
-            let validFor = now.since(since)
-            metadata["key.valid_for"] = .stringConvertible(validFor.components.seconds)
-            if updated == nil { key?.state = .invalid }
-            logger.event(
-                .keyInvalidated,
-                "Recotap API key \(fingerprint) is no longer valid (HTTP \(result.httpStatus.map(String.init) ?? "401"): \(result.reason ?? "Unauthorized"), confirmed); it had been active for \(Self.human(validFor)). Generate a new key in Recotap (Settings → Workspace → Tech Settings → API Access Key) and drop it into \(spoolDirectory)",
-                metadata: metadata)
-
-        case .rejectedRequest:
-            await store(record(result, keyID: active.id, at: now), affectsState: false)
-            recover(at: now, metadata: metadata)
-            failures = 0
-            nextCheckAt = now.adding(timing.nextInterval())
-            let repeated = lastRequestErrorLog.map {
-                $0.status == result.httpStatus && now.since($0.at) < check.reminderInterval
-            } ?? false
-            if !repeated {
-                lastRequestErrorLog = (result.httpStatus, now)
-                let hint = Self.hint(for: result.httpStatus)
-                metadata["hint"] = .string(hint)
-                logger.event(
-                    .apiRequestError,
-                    "the API refused the check request: \(result.reason ?? "HTTP \(result.httpStatus ?? 0)") — \(hint); the key's state is unchanged",
-                    metadata: metadata)
-            }
-
-        case .rateLimited, .unreachable:
-            await store(record(result, keyID: active.id, at: now), affectsState: false)
-            failures += 1
-            lastFailure = result
-            let wait = result.outcome == .rateLimited
-                ? timing.afterRateLimit(retryAfter: result.retryAfter, failures: failures)
-                : timing.backoff(failures: failures)
-            nextCheckAt = now.adding(wait)
-            let what = result.outcome == .rateLimited ? "rate limited" : "cannot reach the API"
-            if let since = degradedSince {
-                if let last = lastDegradedLogAt, now.since(last) >= check.reminderInterval {
-                    lastDegradedLogAt = now
-                    logger.event(
-                        .checkDegraded,
-                        "checks of key \(fingerprint) still failing after \(Self.human(now.since(since))): \(what) (\(result.reason ?? "no answer")); the key stays in use; retrying in \(Self.human(wait))",
-                        metadata: metadata)
-                } else {
-                    logger.debug("check failed: \(result.reason ?? what)", metadata: metadata)
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { continuation in
+                    let stored = waiting.withLock { waiting -> Bool in
+                        if Task.isCancelled { return false }
+                        waiting[token] = continuation
+                        return true
+                    }
+                    if !stored { continuation.resume() }
                 }
-            } else {
-                degradedSince = now
-                lastDegradedLogAt = now
-                logger.event(
-                    .checkDegraded,
-                    "checks of key \(fingerprint) are failing: \(what) (\(result.reason ?? "no answer")); this is not an invalid key, it stays in use; retrying in \(Self.human(wait))",
-                    metadata: metadata)
+            } onCancel: {
+                waiting.withLock { $0.removeValue(forKey: token) }?.resume()
             }
-        }
-    }
-
-    /// Any answer from the API other than a 429 ends a degraded period.
-    private func recover(at now: Date, metadata: Logger.Metadata) {
-        guard let since = degradedSince else { return }
-        degradedSince = nil
-        lastDegradedLogAt = nil
-        lastFailure = nil
-        logger.event(.checkRecovered, "checks work again after \(Self.human(now.since(since))) of failures", metadata: metadata)
-    }
-
-    private func remindIfDue(now: Date) {
-        guard let key, key.state == .invalid else { return }
-        if let last = lastReminderAt, now.since(last) < check.reminderInterval { return }
-        lastReminderAt = now
-        var metadata: Logger.Metadata = [
-            LogKey.keyFingerprint: .string(key.fingerprint), LogKey.keyVersion: .stringConvertible(key.id),
-        ]
-        if let reason = lastCheck?.reason { metadata[LogKey.reason] = .string(reason) }
-        let since = key.invalidSince.map { " since \($0.formatted(.iso8601))" } ?? ""
-        logger.event(
-            .keyStillInvalid,
-            "Recotap API key \(key.fingerprint) is still invalid\(since); programs using it are failing — drop a new key into \(spoolDirectory)",
-            metadata: metadata)
-    }
-
-    // MARK: - STATUS=
-
-    /// Sends `STATUS=` when the state changes, and otherwise at most every 15 s (the
-    /// text carries an age, "checked 40 s ago").
-    private func publishStatus(now: Date) {
-        let text = KeyStatusText.describe(
-            active: key, spoolDirectory: spoolDirectory, now: now, degradedSince: degradedSince,
-            failureReason: lastFailure?.reason)
-        let kind = "\(key?.id ?? 0)/\(key?.state.rawValue ?? "none")/\(degradedSince != nil)"
-        if let last = lastStatus {
-            if last.text == text { return }
-            if last.kind == kind && now.since(last.at) < .seconds(15) { return }
-        }
-        lastStatus = (text, kind, now)
-        notifier.status(text)
-    }
-
-    // MARK: - Wording
-
-    static func metadata(for result: CheckResult) -> Logger.Metadata {
-        var metadata: Logger.Metadata = [
-            LogKey.checkOutcome: .string(result.outcome.rawValue),
-            LogKey.latencyMilliseconds: .stringConvertible(result.latency.milliseconds),
-        ]
-        if let status = result.httpStatus { metadata[LogKey.httpStatus] = .stringConvertible(status) }
-        if let reason = result.reason { metadata[LogKey.reason] = .string(reason) }
-        return metadata
-    }
-
-    static func hint(for status: Int?) -> String {
-        switch status {
-        case 403: "API access is probably not enabled for the workspace: ask a Recotap workspace admin"
-        case 404: "check api.base_url (it should end in /api/v1)"
-        case .some(300..<400): "check api.base_url and any proxy: redirects are never followed"
-        case 400: "the API did not accept the request: check api.base_url"
-        default: "a configuration or account problem, not the key"
-        }
-    }
-
-    /// "40 s", "12 min", "3 h 5 min", "2 d 4 h".
-    static func human(_ duration: Duration) -> String {
-        let seconds = max(0, Saturating.int(Saturating.int64(duration.seconds.rounded()) ?? 0))
-        switch seconds {
-        case ..<120: return "\(seconds) s"
-        case ..<7200: return "\(seconds / 60) min"
-        case ..<172_800: return "\(seconds / 3600) h \(seconds % 3600 / 60) min"
-        default: return "\(seconds / 86_400) d \(seconds % 86_400 / 3600) h"
         }
     }
 }
 
-extension String {
-    var nilIfEmpty: String? { isEmpty ? nil : self }
+/// A doorbell for one waiting task: ``ring()`` wakes it, or, if nobody waits, makes
+/// its next ``wait()`` return at once.
+public final class Wakeup: Sendable {
+    private struct State {
+        var rung = false
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+    private let state = Mutex(State())
+
+    public init() {}
+
+    public func ring() {
+        state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let waiter = state.waiter else {
+                state.rung = true
+                return nil
+            }
+            state.waiter = nil
+            return waiter
+        }?.resume()
+    }
+
+    /// Returns once rung (since the last return), or when the task is cancelled.
+    public func wait() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { state -> Bool in
+                    if state.rung {
+                        state.rung = false
+                        return true
+                    }
+                    if Task.isCancelled { return true }
+                    state.waiter = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { state -> CheckedContinuation<Void, Never>? in
+                defer { state.waiter = nil }
+                return state.waiter
+            }?.resume()
+        }
+    }
 }

@@ -23,12 +23,18 @@ public final class RecotapAPIClient: KeyCheckingClient {
     private let url: String
     private let timeout: Duration
     private let retryAfterCap: Duration
+    /// The wall clock an HTTP-date `Retry-After` is measured against.
+    private let clock: any SchedulerClock
     /// The proxy in use, as `host:port`, for the start-up log line; nil for none.
     public let proxyDescription: String?
 
     public static var userAgent: String { "recotap-keyd/\(KeydVersion.current)" }
 
-    public init(api: KeydConfiguration.API, retryAfterCap: Duration, environment: [String: String]) throws {
+    public init(
+        api: KeydConfiguration.API, retryAfterCap: Duration, environment: [String: String],
+        clock: any SchedulerClock = SystemSchedulerClock()
+    ) throws {
+        self.clock = clock
         guard let baseURL = URLComponents(string: api.baseURL), let host = baseURL.host else {
             throw APIClientSetupError(message: "api.base_url \(api.baseURL) is not a URL")
         }
@@ -77,7 +83,7 @@ public final class RecotapAPIClient: KeyCheckingClient {
             return CheckClassifier.classify(
                 status: Int(response.status.code), reasonPhrase: response.status.reasonPhrase,
                 headers: response.headers.map { ($0.name, $0.value) },
-                body: body.map { Array($0.readableBytesView) }, latency: latency, now: Date(),
+                body: body.map { Array($0.readableBytesView) }, latency: latency, now: self.clock.now,
                 retryAfterCap: retryAfterCap, redact: { Self.redact($0, key: key) })
         } catch {
             let result = CheckClassifier.classify(error: error, latency: clock.now - start, timeout: timeout)

@@ -22,9 +22,9 @@ public struct KeydDaemon: Sendable {
     public let reloader: ConfigurationReloader?
     public let serviceGroup: ServiceGroup
 
-    /// How often the scheduler's loop comes round at the least (and beats for the
-    /// watchdog), whatever the check interval.
-    public static let heartbeat: Duration = .seconds(1)
+    /// How long past `api.timeout` the scheduler's loop may take to answer the
+    /// watchdog's probe (a round may legitimately take one check).
+    public static let watchdogSlack: Duration = .seconds(5)
 
     public static func build(
         configuration: KeydConfiguration,
@@ -73,7 +73,8 @@ public struct KeydDaemon: Sendable {
             let real: RecotapAPIClient
             do {
                 real = try RecotapAPIClient(
-                    api: configuration.api, retryAfterCap: configuration.check.backoffMax, environment: environment)
+                    api: configuration.api, retryAfterCap: configuration.check.backoffMax, environment: environment,
+                    clock: clock)
             } catch {
                 close(inotify)
                 sockets.api.closeIfBound()
@@ -87,16 +88,17 @@ public struct KeydDaemon: Sendable {
             closeClient = { await real.shutdown() }
         }
         let readiness = Readiness()
-        let progress = ProgressMonitor(start: clock.now)
+        // The checker follows the store's published key (a newly activated key wakes
+        // the scheduler's loop through it): no wiring between the spool and the checker.
         let checker = KeyChecker(
             store: store, client: apiClient, clock: clock,
             timing: CheckTiming(check: configuration.check, random: random),
             spoolDirectory: configuration.spool.directory, logger: logger, notifier: notifier)
+        let progress = ProgressMonitor(start: clock.now, wakeups: checker.wakeups)
 
         let intake = SpoolIntake(
             directory: spool, store: store, client: apiClient,
-            verifyBeforeActivate: configuration.spool.verifyBeforeActivate, clock: clock, logger: logger,
-            onActivated: { await checker.keyActivated() })
+            verifyBeforeActivate: configuration.spool.verifyBeforeActivate, clock: clock, logger: logger)
 
         let serving = ServingContext(
             store: store, checker: checker, intake: intake, policy: policy, limits: limits, logger: logger)
@@ -113,7 +115,7 @@ public struct KeydDaemon: Sendable {
             .init(service: LifecycleService(
                 configuration: configuration, store: store, notifier: notifier, readiness: readiness, logger: logger)),
             .init(service: CheckSchedulerService(
-                checker: checker, clock: clock, readiness: readiness, progress: progress, heartbeat: heartbeat,
+                checker: checker, clock: clock, readiness: readiness, progress: progress,
                 onStop: closeClient, stallFile: environment["KEYD_TEST_STALL_FILE"])),
             .init(service: SpoolService(
                 intake: intake, descriptor: inotify, watchingSince: watchingSince, readiness: readiness, logger: logger)),
@@ -128,7 +130,7 @@ public struct KeydDaemon: Sendable {
         }
         if let watchdogInterval {
             services.append(.init(service: WatchdogService(
-                interval: watchdogInterval, window: heartbeat + configuration.api.timeout + .seconds(5),
+                interval: watchdogInterval, window: configuration.api.timeout + watchdogSlack,
                 clock: clock, notifier: notifier, progress: progress, store: store,
                 eventLoops: EventLoopProbe(loops: Array(MultiThreadedEventLoopGroup.singleton.makeIterator())),
                 readiness: readiness,

@@ -39,7 +39,6 @@ public actor SpoolIntake {
     private let verifyBeforeActivate: Bool
     private let clock: any SchedulerClock
     private let logger: Logger
-    private let onActivated: @Sendable () async -> Void
     /// Files logged and left, as they were then: not judged again until they change.
     private var left: [String: SpoolDirectory.Entry] = [:]
     /// Files with names that are not UTF-8, refused but not movable: logged once.
@@ -59,7 +58,7 @@ public actor SpoolIntake {
 
     public init(
         directory: SpoolDirectory, store: KeyStore, client: any KeyCheckingClient, verifyBeforeActivate: Bool,
-        clock: any SchedulerClock, logger: Logger, onActivated: @escaping @Sendable () async -> Void
+        clock: any SchedulerClock, logger: Logger
     ) {
         self.directory = directory
         self.store = store
@@ -67,7 +66,6 @@ public actor SpoolIntake {
         self.verifyBeforeActivate = verifyBeforeActivate
         self.clock = clock
         self.logger = logger
-        self.onActivated = onActivated
     }
 
     /// Judges every candidate file now in the directory (at start, and after the
@@ -128,16 +126,13 @@ public actor SpoolIntake {
     ) async -> [String: SpoolVerdict] {
         var verdicts: [String: SpoolVerdict] = [:]
         left = left.filter { name, _ in candidates.contains { $0.name == name } }
-        var activated = false
         for entry in entries {
             if let seen = left[entry.name], seen == entry { continue }
             left[entry.name] = nil
             let verdict = await judge(entry)
             verdicts[entry.name] = verdict
             remember(entry.name, verdict)
-            if case .activated = verdict { activated = true }
         }
-        if activated { await onActivated() }
         return verdicts
     }
 
@@ -229,8 +224,17 @@ public actor SpoolIntake {
 
         let activation: Activation
         do {
+            let now = clock.now
+            // The verification was a check like any other: status shows it as the last
+            // one. Recorded with the activation, so the key is published with it.
+            let check = verification.map { verification in
+                CheckRecord(
+                    keyID: 0, at: now, outcome: verification.outcome,
+                    httpStatus: verification.httpStatus, latencyMilliseconds: Int(verification.latency.milliseconds),
+                    reason: [verification.reason, "(verification before activation)"].compactMap { $0 }.joined(separator: " "))
+            }
             activation = try await store.addAndActivate(
-                key, source: name, state: state, at: clock.now, retireReason: "replaced by \(name)")
+                key, source: name, state: state, at: now, retireReason: "replaced by \(name)", verification: check)
         } catch {
             return leave(entry, reason: "the store failed: \(error)")
         }
@@ -241,15 +245,6 @@ public actor SpoolIntake {
                 metadata: [LogKey.spoolFile: .string(name)])
             left[name] = entry
         }
-        if let verification {
-            // The verification was a check like any other: status shows it as the last one.
-            _ = try? await store.record(
-                check: CheckRecord(
-                    keyID: activation.activated.id, at: clock.now, outcome: verification.outcome,
-                    httpStatus: verification.httpStatus, latencyMilliseconds: Int(verification.latency.milliseconds),
-                    reason: [verification.reason, "(verification before activation)"].compactMap { $0 }.joined(separator: " ")),
-                affectsState: false)
-        }
         var metadata: Logger.Metadata = [
             LogKey.keyFingerprint: .string(key.fingerprint),
             LogKey.keyVersion: .stringConvertible(activation.activated.id),
@@ -257,7 +252,7 @@ public actor SpoolIntake {
             "key.state": .string(state.rawValue),
         ]
         if let previous = activation.retired { metadata["key.previous_fingerprint"] = .string(previous.fingerprint) }
-        if let verification { metadata.merge(KeyChecker.metadata(for: verification)) { _, new in new } }
+        if let verification { metadata.merge(CheckMachine.metadata(for: verification)) { _, new in new } }
         let replacing = activation.retired.map { ", replacing \($0.fingerprint)" } ?? ""
         logger.event(
             .keyActivated,

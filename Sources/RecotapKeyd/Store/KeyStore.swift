@@ -333,14 +333,23 @@ public actor KeyStore {
         return Activation(activated: activated, retired: retired)
     }
 
-    /// Adds and activates a key in one durable transaction.
+    /// Adds and activates a key in one durable transaction. `verification`, the check
+    /// made before activation (its `keyID` is replaced by the new key's), is recorded
+    /// in the same transaction: whoever follows ``current`` sees the key and its first
+    /// check together.
     @discardableResult
     public func addAndActivate(
-        _ key: APIKey, source: String, state: KeyState, at: Date, retireReason: String = "replaced"
+        _ key: APIKey, source: String, state: KeyState, at: Date, retireReason: String = "replaced",
+        verification: CheckRecord? = nil
     ) throws(StoreError) -> Activation {
         let activation = try transaction(durable: true) { () throws(StoreError) -> Activation in
             let candidate = try insertCandidate(key, source: source, at: at)
-            return try promote(candidate: candidate.id, state: state, at: at, retireReason: retireReason)
+            let activation = try promote(candidate: candidate.id, state: state, at: at, retireReason: retireReason)
+            if var verification {
+                verification.keyID = candidate.id
+                try insertCheck(verification)
+            }
+            return activation
         }
         publishActive()
         return activation
@@ -368,14 +377,7 @@ public actor KeyStore {
     public func record(check: CheckRecord, affectsState: Bool = true) throws(StoreError) -> KeyRecord {
         defer { if affectsState { publishActive() } }
         return try transaction(durable: check.outcome == .invalid && affectsState) { () throws(StoreError) -> KeyRecord in
-            try connection.query(
-                "INSERT INTO checks (key_id, at, outcome, http_status, latency_ms, reason) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    .integer(check.keyID), SQLiteValue(check.at), .text(check.outcome.rawValue),
-                    check.httpStatus.map { .integer(Int64($0)) } ?? .null,
-                    check.latencyMilliseconds.map { .integer(Int64($0)) } ?? .null,
-                    SQLiteValue(check.reason),
-                ])
+            try insertCheck(check)
             switch affectsState ? check.outcome : nil {
             case .valid?:
                 // A key confirmed invalid never comes back (a regenerated key is dead for
@@ -395,6 +397,17 @@ public actor KeyStore {
             }
             return stripped(updated)
         }
+    }
+
+    private func insertCheck(_ check: CheckRecord) throws(StoreError) {
+        try connection.query(
+            "INSERT INTO checks (key_id, at, outcome, http_status, latency_ms, reason) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                .integer(check.keyID), SQLiteValue(check.at), .text(check.outcome.rawValue),
+                check.httpStatus.map { .integer(Int64($0)) } ?? .null,
+                check.latencyMilliseconds.map { .integer(Int64($0)) } ?? .null,
+                SQLiteValue(check.reason),
+            ])
     }
 
     /// Erases one key's secret now. The active key's secret is never erased.

@@ -1,27 +1,62 @@
 import Foundation
 import Synchronization
 
-/// The scheduler's heartbeat, read by the watchdog: the watchdog pings systemd only
-/// while the scheduler's loop has come round within its expected window.
+/// How the watchdog sees that the scheduler's loop still runs, without a loop that
+/// wakes up only to say so: each watchdog round sends a probe (``probe(at:)``), which
+/// wakes the loop; the loop answers every probe sent before the round it then runs
+/// (``roundStarted()`` / ``roundEnded(through:at:)``). A probe left unanswered for
+/// longer than the watchdog's window means the loop is stuck — in a check that never
+/// returns, or not running at all.
 public final class ProgressMonitor: Sendable {
-    private let lastBeat: Mutex<Date?>
+    private struct State {
+        var sent: UInt64 = 0
+        var answered: UInt64 = 0
+        /// When the oldest unanswered probe was sent.
+        var pendingSince: Date?
+        var lastRoundAt: Date?
+    }
+    private let state: Mutex<State>
+    /// Rung with each probe: the loop's doorbell.
+    private let wakeups: Wakeup?
 
-    /// `start`: the time to measure from before the loop's first round (so the
-    /// watchdog's first look, which may come before it, is not a false alarm).
-    public init(start: Date? = nil) {
-        lastBeat = Mutex(start)
+    /// `start`: counted as the loop's last round until its first (for the log line).
+    public init(start: Date? = nil, wakeups: Wakeup? = nil) {
+        state = Mutex(State(lastRoundAt: start))
+        self.wakeups = wakeups
     }
 
-    /// Called by the scheduler's loop each time round.
-    public func beat(at now: Date) {
-        lastBeat.withLock { $0 = now }
+    /// Asks the loop to come round (one probe outstanding at a time).
+    public func probe(at now: Date) {
+        state.withLock { state in
+            guard state.answered == state.sent else { return }
+            state.sent += 1
+            state.pendingSince = now
+        }
+        wakeups?.ring()
     }
 
-    public var lastBeatAt: Date? { lastBeat.withLock { $0 } }
+    /// Called by the loop as a round begins: the probes this round will answer.
+    public func roundStarted() -> UInt64 {
+        state.withLock { $0.sent }
+    }
 
-    /// Whether the loop has come round within `window` of `now`.
+    /// Called by the loop when a round is done.
+    public func roundEnded(through probe: UInt64, at now: Date) {
+        state.withLock { state in
+            state.lastRoundAt = now
+            guard probe > state.answered else { return }
+            state.answered = probe
+            if state.answered == state.sent { state.pendingSince = nil }
+        }
+    }
+
+    public var lastRoundAt: Date? { state.withLock { $0.lastRoundAt } }
+
+    /// Whether every probe sent more than `window` before `now` has been answered.
     public func isAlive(at now: Date, window: Duration) -> Bool {
-        guard let last = lastBeatAt else { return false }
-        return now.since(last) <= window
+        state.withLock { state in
+            guard let since = state.pendingSince else { return true }
+            return now.since(since) <= window
+        }
     }
 }

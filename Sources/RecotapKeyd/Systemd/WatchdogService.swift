@@ -6,16 +6,16 @@ import ServiceLifecycle
 import Synchronization
 
 /// Feeds systemd's watchdog (`WatchdogSec=`) — but only while the daemon is making
-/// progress: the scheduler's loop came round within its window, the store answers a
-/// trivial query, and every SwiftNIO event loop (which serve the sockets) ran the
+/// progress: the scheduler's loop ran a round for the probe sent to it (``ProgressMonitor``)
+/// within its window, the store answers a trivial query, and every SwiftNIO event loop (which serve the sockets) ran the
 /// probe sent the round before (``EventLoopProbe``). A hung loop, store or event loop therefore stops
 /// the pings and systemd restarts the daemon. There is deliberately no free-running
 /// timer here that would keep pinging for a daemon that no longer works.
 public struct WatchdogService: Service, CustomStringConvertible {
     /// `WatchdogSec=`; pings go out at half of it.
     let interval: Duration
-    /// How long the scheduler's loop may go without a beat: its heartbeat plus the
-    /// longest a single check may take (`api.timeout`), plus slack.
+    /// How long the scheduler's loop may take to answer a probe: the longest a single
+    /// check may take (`api.timeout`), plus slack.
     let window: Duration
     let clock: any SchedulerClock
     let notifier: SystemdNotifier
@@ -65,12 +65,14 @@ public struct WatchdogService: Service, CustomStringConvertible {
                     withholding = false
                 } else if !withholding {
                     withholding = true
-                    let last = progress.lastBeatAt.map { "last beat \($0.formatted(.iso8601))" } ?? "no beat yet"
-                    let why = !loopAlive ? "the scheduler's loop is stuck (\(last))"
+                    let last = progress.lastRoundAt.map { "last round \($0.formatted(.iso8601))" } ?? "no round yet"
+                    let why = !loopAlive ? "the scheduler's loop is stuck: a probe went unanswered for more than \(DurationParsing.format(window)) (\(last))"
                         : !storeAnswers ? "the store does not answer"
                         : "\(stuckLoops) event loop(s) serving the sockets did not run a probe sent \(DurationParsing.format(interval / 2)) ago"
                     logger.critical("watchdog: withholding WATCHDOG=1 — \(why); systemd will restart the daemon")
                 }
+                // The next round's question to the scheduler's loop.
+                progress.probe(at: clock.now)
                 try await clock.sleep(for: interval / 2)
             }
         }
