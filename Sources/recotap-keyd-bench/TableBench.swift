@@ -130,19 +130,29 @@ struct TableBench {
     }
 
     /// Voluntary and involuntary context switches of every thread of `pid`, per second,
-    /// over `seconds`: each is a thread that went to sleep or was woken.
+    /// over `seconds`: each is a thread that went to sleep or was woken. Sampled every
+    /// second per thread, so a thread that ends (an idle pool thread retiring) loses at
+    /// most its last second.
     static func wakeupsPerSecond(_ pid: Int32, seconds: Int) async throws -> Double {
-        func switches() -> Int {
+        func switches() -> [String: Int] {
             let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-            return tasks.reduce(0) { total, task in
-                guard let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8) else { return total }
-                return total + status.split(separator: "\n").filter { $0.hasSuffix("ctxt_switches") || $0.contains("ctxt_switches:") }
+            var counts: [String: Int] = [:]
+            for task in tasks {
+                guard let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8) else { continue }
+                counts[task] = status.split(separator: "\n").filter { $0.contains("ctxt_switches:") }
                     .compactMap { Int($0.split(separator: "\t").last?.trimmingCharacters(in: .whitespaces) ?? "") }.reduce(0, +)
             }
+            return counts
         }
-        let before = switches()
-        try await Task.sleep(for: .seconds(seconds))
-        return Double(switches() - before) / Double(seconds)
+        var last = switches()
+        var total = 0
+        for _ in 0..<seconds {
+            try await Task.sleep(for: .seconds(1))
+            let now = switches()
+            for (task, count) in now { total += count - (last[task] ?? 0) }
+            last = now
+        }
+        return Double(total) / Double(seconds)
     }
 
     /// The daemon under test.

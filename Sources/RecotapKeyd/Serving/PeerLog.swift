@@ -52,6 +52,8 @@ public final class PeerLog: Sendable {
         /// Every entry written and suppressed, for `/v1/status` and the tests.
         var written = 0
         var dropped = 0
+        /// Whether the current window has suppressed anything (so owes summaries).
+        var owesSummaries = false
 
         /// Ends the window if it is over (or the clock went back), returning what it
         /// suppressed by uid, and starts the next one.
@@ -67,6 +69,7 @@ public final class PeerLog: Sendable {
             windowStart = now
             loggedTotal = 0
             perUID = [:]
+            owesSummaries = false
             return (start, ended)
         }
     }
@@ -79,6 +82,8 @@ public final class PeerLog: Sendable {
     private let limits: Limits
     private let state = Mutex(State())
     private let queue = DispatchQueue(label: "recotap-keyd.peer-log")
+    /// Rung when a window first suppresses an entry: its summaries fall due at its end.
+    let summariesOwed = Wakeup()
 
     public init(logger: Logger, limits: Limits = Limits()) {
         self.logger = logger
@@ -94,9 +99,10 @@ public final class PeerLog: Sendable {
         _ entry: @escaping @Sendable (_ comm: String?) -> (String, Logger.Metadata)
     ) {
         if case .level(let level) = logged, level < logger.logLevel { return }
-        let (admitted, ended) = state.withLock { state -> (Bool, (start: Date, ended: [(uid: UInt32, share: Share)])?) in
+        let (admitted, ended, firstSuppressed) = state.withLock {
+            state -> (Bool, (start: Date, ended: [(uid: UInt32, share: Share)])?, Bool) in
             let ended = state.roll(at: now, window: limits.window)
-            guard limited else { return (true, ended) }
+            guard limited else { return (true, ended, false) }
             // Tracked uids are bounded too (a user with subordinate uids is many):
             // past the bound, new uids share one slot.
             let uid = state.perUID[peer.uid] != nil || state.perUID.count < Self.maxTrackedUIDs ? peer.uid : Self.sharedUID
@@ -111,9 +117,12 @@ public final class PeerLog: Sendable {
                 state.dropped += 1
             }
             state.perUID[uid] = share
-            return (admit, ended)
+            let first = !admit && !state.owesSummaries
+            if !admit { state.owesSummaries = true }
+            return (admit, ended, first)
         }
         if let ended { summarise(ended.ended, since: ended.start) }
+        if firstSuppressed { summariesOwed.ring() }
         guard admitted else { return }
         let logger = self.logger
         queue.async {
@@ -131,8 +140,18 @@ public final class PeerLog: Sendable {
         case level(Logger.Level)
     }
 
-    /// Ends the window if it is over and logs its summaries. Called every few seconds
-    /// by the serving service (a window also ends at the first entry after it).
+    /// When the current window's summaries are due (its end), if it owes any.
+    func summariesDue() -> Date? {
+        let window = limits.window
+        return state.withLock { state in
+            guard state.owesSummaries, let start = state.windowStart else { return nil }
+            return start.adding(window)
+        }
+    }
+
+    /// Ends the window if it is over and logs its summaries. Called by the serving
+    /// service when a window that suppressed entries ends (a window also ends at the
+    /// first entry after it).
     public func flush(now: Date = Date()) {
         let limits = self.limits
         guard let ended = state.withLock({ $0.roll(at: now, window: limits.window) }) else { return }

@@ -156,8 +156,9 @@ public final class SocketServer: Sendable {
     }
 }
 
-/// Writes the peer log's summaries every few seconds while the daemon runs, and closes
-/// the sockets on graceful shutdown. The sockets themselves are opened by
+/// Writes the peer log's summaries when a window that suppressed entries ends, and
+/// closes the sockets on graceful shutdown. Sleeps only while summaries are owed: an
+/// idle daemon has no timer here. The sockets themselves are opened by
 /// ``KeydDaemon/build(configuration:logger:environment:notifier:client:clock:watchdogInterval:random:limits:)``
 /// before `READY=1`.
 struct ServingService: Service, CustomStringConvertible {
@@ -168,8 +169,11 @@ struct ServingService: Service, CustomStringConvertible {
         let peerLog = server.context.peerLog
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(5))
-                peerLog.flush()
+                await peerLog.summariesOwed.wait()
+                while let due = peerLog.summariesDue(), !Task.isCancelled {
+                    try? await SystemSchedulerClock.sleep(for: max(due.since(Date()), .milliseconds(10)))
+                    peerLog.flush()
+                }
             }
         }
         await server.close()
