@@ -8,6 +8,10 @@
 #   make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="routes classifier"] [FUZZ_CONFIGURATION=release|debug]
 #               build the fuzz runner with libFuzzer and AddressSanitizer (in
 #               .build-fuzz/) and run each target for FUZZ_SECONDS (Fuzz/run-fuzzers)
+#   make bench  build the release binaries and print the README's performance table
+#               (recotap-keyd-bench --table: start → READY, RSS, idle wake-ups,
+#               keep-alive and connect-per-request throughput against nginx — where
+#               nginx-light is installed — and a plain SwiftNIO server)
 #   make install [DESTDIR=…] [PREFIX=/usr/local] [BUILD=release|debug]
 #               install the binaries, systemd units, sysusers.d, tmpfiles.d, the
 #               journal catalog and /etc/recotap-keyd/keyd.yaml (never overwritten)
@@ -31,13 +35,19 @@ CATALOGDIR   = $(LIBDIR)/systemd/catalog
 DOCDIR       = $(PREFIX)/share/doc/recotap-keyd
 CONFDIR      = /etc/recotap-keyd
 
+# Release builds link the Swift runtime and Foundation statically (one binary, only the
+# pages it touches resident: README "Performance") and drop unreferenced sections;
+# in a build folder of their own, so that debug and release builds do not undo each other.
+RELEASE_BUILD = $(SWIFT) build -c release --scratch-path .build-release --static-swift-stdlib -Xlinker --gc-sections
+BUILD_CMD    = $(if $(filter release,$(BUILD)),$(RELEASE_BUILD),$(SWIFT) build -c $(BUILD))
+
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 FUZZ_CONFIGURATION ?= release
 FUZZ_BUILD   = $(SWIFT) build -c $(FUZZ_CONFIGURATION) --scratch-path .build-fuzz --product recotap-keyd-fuzz \
                -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xswiftc -DRECOTAP_FUZZ
 
-.PHONY: deps build run mock test release install clean fuzz fuzz-build
+.PHONY: deps build run mock test release install clean fuzz fuzz-build bench
 
 deps:
 	@missing=""; \
@@ -78,15 +88,20 @@ fuzz: fuzz-build
 	  Fuzz/run-fuzzers $(FUZZ_TARGETS)
 
 release: deps
-	$(SWIFT) build -c release
+	$(RELEASE_BUILD)
+
+bench: deps
+	$(RELEASE_BUILD) --product recotap-keyd
+	$(RELEASE_BUILD) --product recotap-keyd-bench
+	$$($(RELEASE_BUILD) --show-bin-path)/recotap-keyd-bench --table $(BENCH_ARGS)
 
 install: deps
-	$(SWIFT) build -c $(BUILD) --product recotap-keyd
-	$(SWIFT) build -c $(BUILD) --product recotap-keyctl
-	$(SWIFT) build -c $(BUILD) --product recotap-api-mock
+	$(BUILD_CMD) --product recotap-keyd
+	$(BUILD_CMD) --product recotap-keyctl
+	$(BUILD_CMD) --product recotap-api-mock
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
 	  $(DESTDIR)$(CATALOGDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(CONFDIR)
-	bin=$$($(SWIFT) build -c $(BUILD) --show-bin-path); \
+	bin=$$($(BUILD_CMD) --show-bin-path); \
 	for p in recotap-keyd recotap-keyctl recotap-api-mock; do install -m 0755 $$bin/$$p $(DESTDIR)$(BINDIR)/$$p; done
 	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' systemd/recotap-keyd.service.in \
 	  > $(DESTDIR)$(UNITDIR)/recotap-keyd.service
@@ -103,4 +118,4 @@ install: deps
 	fi
 
 clean:
-	rm -rf .build .build-fuzz .fuzz .keyd
+	rm -rf .build .build-release .build-fuzz .fuzz .keyd

@@ -59,7 +59,9 @@ struct RecotapKeydCommand: AsyncParsableCommand {
         let daemon: KeydDaemon
         do {
             daemon = try await KeydDaemon.build(
-                configuration: configuration, logger: logger, reload: { try await loader.load() })
+                configuration: configuration, logger: logger, environment: environment, notifier: SystemdNotifier(),
+                watchdogInterval: WatchdogService.intervalFromEnvironment(),
+                inheritedSockets: ListeningSockets.inheritedFromSystemd(), reload: { try await loader.load() })
         } catch {
             logger.critical("cannot start: \(error)")
             // Journal entries are invisible to someone who ran the daemon by hand.

@@ -5,9 +5,12 @@ import ServiceLifecycle
 
 /// The daemon, assembled from a validated configuration.
 ///
-/// ``build(configuration:logger:environment:notifier:client:clock:watchdogInterval:random:)``
+/// ``build(configuration:logger:environment:notifier:client:clock:watchdogInterval:random:limits:inheritedSockets:reload:)``
 /// is the one place that wires the components together; the `recotap-keyd`
-/// executable and the tests both call it. Everything that can make the start fail —
+/// executable and the tests both call it. It reads nothing of the process itself:
+/// the environment, systemd's notification socket, watchdog interval and passed
+/// sockets come in as values (the executable's `main` reads them; the defaults are
+/// those of a process systemd did not start). Everything that can make the start fail —
 /// an unusable store, an unsafe spool directory, an unreadable CA file, a bad proxy —
 /// a socket path in use by another daemon — fails here, before systemd is told
 /// `READY=1`. Both sockets accept by the time it returns.
@@ -29,28 +32,28 @@ public struct KeydDaemon: Sendable {
     public static func build(
         configuration: KeydConfiguration,
         logger: Logger,
-        environment: [String: String] = ProcessInfo.processInfo.environment,
-        notifier: SystemdNotifier = SystemdNotifier(),
+        environment: [String: String] = [:],
+        notifier: SystemdNotifier = SystemdNotifier { _ in false },
         client: (any KeyCheckingClient)? = nil,
         clock: any SchedulerClock = SystemSchedulerClock(),
-        watchdogInterval: Duration? = WatchdogService.intervalFromEnvironment(),
+        watchdogInterval: Duration? = nil,
         random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
         limits: ServingLimits = .standard,
-        inheritedSockets: [ListeningSockets.Inherited]? = nil,
+        inheritedSockets: [ListeningSockets.Inherited] = [],
         reload: ConfigurationReloader.Load? = nil
     ) async throws -> KeydDaemon {
         let store = try KeyStore(path: configuration.store.path)
         let spool = try SpoolDirectory(path: configuration.spool.directory)
         for warning in spool.warnings { logger.warning("\(warning)", metadata: ["spool.directory": .string(spool.path)]) }
         let inotify = try InotifyWatch.descriptor(directory: spool.path)
-        let watchingSince = Date()
+        let watchingSince = clock.now
         let policy = AccessPolicy(access: configuration.access)
         policy.warnAboutUnresolved(logger)
         let sockets: ListeningSockets
         do {
             sockets = try ListeningSockets.open(
                 sockets: configuration.sockets, group: policy.socketGroup,
-                inherited: inheritedSockets ?? ListeningSockets.inheritedFromSystemd())
+                inherited: inheritedSockets)
         } catch {
             close(inotify)
             throw error
@@ -101,7 +104,8 @@ public struct KeydDaemon: Sendable {
             verifyBeforeActivate: configuration.spool.verifyBeforeActivate, clock: clock, logger: logger)
 
         let serving = ServingContext(
-            store: store, checker: checker, intake: intake, policy: policy, limits: limits, logger: logger)
+            store: store, checker: checker, intake: intake, policy: policy, limits: limits, logger: logger,
+            startedAt: clock.now)
         let server: SocketServer
         do {
             server = try await SocketServer.start(sockets: sockets, context: serving)

@@ -87,43 +87,76 @@ package enum RouteResult: Sendable {
     case longPoll(after: Int64, wait: Duration, json: Bool)
 }
 
+/// The resources of README "Serving the key" on `keyd.sock`: where each is, the
+/// methods it accepts and the least role that may use it. Routing switches over these
+/// exhaustively: a new resource cannot be served without a decision on who may use it.
+package enum Endpoint: CaseIterable, Sendable {
+    case key, report, status, check, history, spool, health
+
+    package var path: String {
+        switch self {
+        case .key: "/v1/key"
+        case .report: "/v1/report"
+        case .status: "/v1/status"
+        case .check: "/v1/check"
+        case .history: "/v1/history"
+        case .spool: "/v1/spool"
+        case .health: "/healthz"
+        }
+    }
+
+    package var methods: [HTTPMethod] {
+        switch self {
+        case .report, .check: [.POST]
+        case .key, .status, .history, .spool, .health: [.GET]
+        }
+    }
+
+    /// Who may use it: `/healthz` and `/v1/status` anyone who can connect.
+    package var role: AccessRole {
+        switch self {
+        case .health, .status: .none
+        case .key, .report: .reader
+        case .check, .history, .spool: .admin
+        }
+    }
+
+    package init?(path: String) {
+        guard let found = Self.allCases.first(where: { $0.path == path }) else { return nil }
+        self = found
+    }
+}
+
 /// The requests of README "Serving the key" on `keyd.sock`, independent of the transport.
 package struct APIRoutes: Sendable {
     let context: ServingContext
 
     package init(context: ServingContext) { self.context = context }
 
-    /// The resources and the methods each accepts.
-    static let methods: [String: [HTTPMethod]] = [
-        "/v1/key": [.GET], "/v1/report": [.POST], "/v1/status": [.GET], "/v1/check": [.POST],
-        "/v1/history": [.GET], "/v1/spool": [.GET], "/healthz": [.GET],
-    ]
-
     /// `role`: the peer's, decided at accept.
     package func route(_ request: APIRequest, peer: Peer, role: AccessRole) -> RouteResult {
         context.counters.countRequest()
-        func require(_ needed: AccessRole, _ body: () -> RouteResult) -> RouteResult {
-            if role >= needed { return body() }
-            let who = needed == .admin ? "an admin (access.admins)" : "a reader (access.readers or access.admins)"
+        guard let endpoint = Endpoint(path: request.path) else {
+            return .respond(.error(.notFound, "not_found", "no such resource: \(request.path)"))
+        }
+        guard endpoint.methods.contains(request.method) else {
+            let allowed = endpoint.methods.map(\.rawValue).joined(separator: ", ")
+            return .respond(.error(
+                .methodNotAllowed, "method_not_allowed", "\(request.path) accepts \(allowed)", headers: ["Allow": allowed]))
+        }
+        guard role >= endpoint.role else {
+            let who = endpoint.role == .admin ? "an admin (access.admins)" : "a reader (access.readers or access.admins)"
             context.denied(peer, asked: request.summary, needed: who)
             return .respond(.error(.forbidden, "access_denied", "\(request.summary) is for \(who); uid \(peer.uid) is not one"))
         }
-        guard let methods = Self.methods[request.path] else {
-            return .respond(.error(.notFound, "not_found", "no such resource: \(request.path)"))
-        }
-        guard methods.contains(request.method) else {
-            return .respond(.error(
-                .methodNotAllowed, "method_not_allowed", "\(request.path) accepts \(methods.map(\.rawValue).joined(separator: ", "))",
-                headers: ["Allow": methods.map(\.rawValue).joined(separator: ", ")]))
-        }
-        switch request.path {
-        case "/healthz": return .respond(health())
-        case "/v1/status": return .later { await status() }
-        case "/v1/key": return require(.reader) { key(request) }
-        case "/v1/report": return require(.reader) { report(request, peer: peer) }
-        case "/v1/check": return require(.admin) { .later { await check() } }
-        case "/v1/history": return require(.admin) { history(request) }
-        default: return require(.admin) { .later { await spool() } }
+        switch endpoint {
+        case .health: return .respond(health())
+        case .status: return .later { await status() }
+        case .key: return key(request)
+        case .report: return report(request, peer: peer)
+        case .check: return .later { await check() }
+        case .history: return history(request)
+        case .spool: return .later { await spool() }
         }
     }
 
