@@ -6,18 +6,18 @@ import RecotapKeyd
 /// directory with one active key, the checker over an API that always answers 200 (no
 /// network), an empty spool, and an access policy with one reader (uid 4242, by
 /// number). Logs go nowhere: the targets check answers, not log lines.
-final class ServingFixture: Sendable {
-    static let shared = ServingFixture()
+package final class ServingFixture: Sendable {
+    package static let shared = ServingFixture()
 
-    static let key = APIKey(secret: "rtk_fuzz_fixture_key_0123456789")
+    package static let key = APIKey(secret: "rtk_fuzz_fixture_key_0123456789")
     /// The three kinds of peer the targets connect as.
-    static let peers: [Peer] = [
+    package static let peers: [Peer] = [
         Peer(pid: 0, uid: 0, gid: 0),  // root: an admin
         Peer(pid: 0, uid: 4242, gid: 4242),  // a reader by uid
         Peer(pid: 0, uid: 65534, gid: 65534),  // nobody: no role
     ]
 
-    let context: ServingContext
+    package let context: ServingContext
     let directory: String
 
     private init() {

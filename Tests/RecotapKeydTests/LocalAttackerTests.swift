@@ -7,6 +7,7 @@ import Synchronization
 import Testing
 
 @testable import RecotapKeyd
+import RecotapKeydFuzzTargets
 
 /// The pieces that keep a local attacker from drowning the alerts, starving readers or
 /// following links, each on its own.
@@ -147,5 +148,66 @@ struct LocalAttackerTests {
         blocked.withLock { $0 = false }
         #expect(await probe.stuckLoops(grace: .seconds(5)) == 0, "its late probe counts once it runs")
         try await group.shutdownGracefully()
+    }
+}
+
+@Suite("Connection timeouts with pipelined requests (the real handlers on a test channel)")
+struct PipelinedTimeoutTests {
+    /// The real `keyd.sock` pipeline, as root (an admin), on a channel whose clock the
+    /// test moves.
+    private func connect() async throws -> NIOAsyncTestingChannel {
+        // The fixture is built by blocking on its own tasks: never on the test's pool.
+        let context = try await offload { ServingFixture.shared.context }
+        let channel = NIOAsyncTestingChannel()
+        try await channel.testingEventLoop.executeInContext {
+            try SocketServer.addAPIHandlers(to: channel, peer: ServingFixture.peers[0], role: .admin, context: context)
+        }
+        try await channel.connect(to: try SocketAddress(unixDomainSocketPath: "/keyd.sock"))
+        return channel
+    }
+
+    private func statuses(_ channel: NIOAsyncTestingChannel) async throws -> [String] {
+        var text = ""
+        while let part = try await channel.readOutbound(as: IOData.self) {
+            if case .byteBuffer(let buffer) = part { text += String(buffer: buffer) }
+        }
+        return text.components(separatedBy: "\r\n").filter { $0.hasPrefix("HTTP/1.1 ") }
+    }
+
+    @Test("a long poll pipelined behind an answered one keeps its connection past the idle timeout, and is answered 304 at its end")
+    func pipelinedLongPollIsNotIdle() async throws {
+        let channel = try await connect()
+        let version = try await offload { ServingFixture.shared.context.current.version }
+        try await channel.writeInbound(ByteBuffer(string:
+            "GET /v1/key?wait=1&after=\(version) HTTP/1.1\r\nHost: t\r\n\r\nGET /v1/key?wait=300&after=\(version) HTTP/1.1\r\nHost: t\r\n\r\n"))
+        await channel.testingEventLoop.advanceTime(by: .seconds(2))
+        #expect(try await statuses(channel) == ["HTTP/1.1 304 Not Modified"])
+        // Past the idle timeout (60 s), within the second poll's 300 s.
+        await channel.testingEventLoop.advanceTime(by: .seconds(120))
+        #expect(channel.isActive, "the connection was closed as idle while its long poll waited")
+        #expect(try await statuses(channel).isEmpty)
+        await channel.testingEventLoop.advanceTime(by: .seconds(200))
+        #expect(try await statuses(channel) == ["HTTP/1.1 304 Not Modified"])
+        _ = try? await channel.finish(acceptAlreadyClosed: true)
+    }
+
+    @Test("half a request pipelined behind a long poll gets its 408 at the read timeout after the answer, not at the idle timeout")
+    func partialRequestAfterPipelinedAnswer() async throws {
+        let channel = try await connect()
+        let version = try await offload { ServingFixture.shared.context.current.version }
+        try await channel.writeInbound(ByteBuffer(string: "GET /v1/key?wait=5&after=\(version) HTTP/1.1\r\nHost: t\r\n\r\n"))
+        await channel.testingEventLoop.advanceTime(by: .seconds(1))
+        // The next request's first bytes arrive while the poll waits; the rest never.
+        try await channel.writeInbound(ByteBuffer(string: "GET /v1/key HTTP/1.1\r\nHost: t\r\nX-Pad: "))
+        await channel.testingEventLoop.advanceTime(by: .seconds(5))
+        #expect(try await statuses(channel) == ["HTTP/1.1 304 Not Modified"])
+        // The read timeout is 10 s from the answer; the idle timeout would be 60 s.
+        // (The 408 is written below the HTTP encoder, as bytes, and closes the connection.)
+        #expect(channel.isActive)
+        await channel.testingEventLoop.advanceTime(by: .seconds(11))
+        #expect(!channel.isActive, "no 408 at the read timeout after the answer")
+        let late = try await channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) } ?? ""
+        #expect(late.hasPrefix("HTTP/1.1 408 Request Timeout"), "\(late.prefix(40))")
+        _ = try? await channel.finish(acceptAlreadyClosed: true)
     }
 }

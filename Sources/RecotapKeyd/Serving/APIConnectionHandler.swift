@@ -192,8 +192,11 @@ final class APIConnectionHandler: ChannelInboundHandler {
         }
         responding = false
         if keepAlive {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            // Before the end is written: writing it makes NIO's pipeline handler hand
+            // over a held-back pipelined request at once, which must find the
+            // connection's timeouts already back from this one.
             timeouts?.responseWritten()
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         } else {
             closing = true
             let channel = context.channel

@@ -7,7 +7,7 @@ import NIOCore
 ///
 /// The HTTP handler tells it, by direct calls on the connection's event loop, when a
 /// request has been read (``requestRead()``) and its answer written
-/// (``responseWritten(context:)``). Nothing is scheduled per request: one timer per
+/// (``responseWritten()``). Nothing is scheduled per request: one timer per
 /// connection, re-armed only when it fires early (its deadline moved later meanwhile)
 /// or when a request is still incomplete at the end of a read.
 final class ConnectionTimeouts: ChannelDuplexHandler {
@@ -44,7 +44,7 @@ final class ConnectionTimeouts: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        deadline = .now() + idleTimeout
+        deadline = context.eventLoop.now + idleTimeout
         ensureTimer(context: context)
     }
 
@@ -64,7 +64,7 @@ final class ConnectionTimeouts: ChannelDuplexHandler {
         switch state {
         case .idle:
             state = .reading
-            deadline = .now() + readTimeout
+            deadline = context.eventLoop.now + readTimeout
         case .reading:
             break
         case .busy:
@@ -90,15 +90,18 @@ final class ConnectionTimeouts: ChannelDuplexHandler {
     /// The answer has been written: the connection is idle again (or reading the next
     /// request, if its bytes came meanwhile).
     func responseWritten() {
+        guard let context else { return }
+        let now = context.eventLoop.now
         if pendingBytes {
             pendingBytes = false
             state = .reading
-            deadline = .now() + readTimeout
+            deadline = now + readTimeout
         } else {
             state = .idle
-            deadline = .now() + idleTimeout
+            deadline = now + idleTimeout
         }
-        if timer == nil, let context { ensureTimer(context: context) }
+        // A read deadline (pipelined bytes came meanwhile) may be earlier than the timer.
+        ensureTimer(context: context)
     }
 
     /// Makes sure a timer fires no later than the deadline.
@@ -119,7 +122,7 @@ final class ConnectionTimeouts: ChannelDuplexHandler {
 
     private func fire(context: ChannelHandlerContext) {
         guard let deadline else { return }
-        if deadline > .now() {
+        if deadline > context.eventLoop.now {
             ensureTimer(context: context)
             return
         }
