@@ -1,10 +1,34 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import RecotapKeyd
+import Synchronization
 
+/// The entry point: before any task exists, Swift concurrency's tasks are put on
+/// SwiftNIO's shared event loops instead of libdispatch's worker threads, whose pool
+/// monitor wakes the process every second for as long as it lives (README
+/// "Performance"). The sockets are served by loops of their own (``RecotapKeydCommand``),
+/// so a store write never delays a reader. The command then runs as the one task this
+/// bridge starts, while the main thread serves the main queue.
 @main
+enum RecotapKeydMain {
+    static func main() {
+        let onEventLoops = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        RecotapKeydCommand.concurrencyOnEventLoops.withLock { $0 = onEventLoops }
+        Task {
+            await RecotapKeydCommand.main()
+            exit(0)
+        }
+        dispatchMain()
+    }
+}
+
 struct RecotapKeydCommand: AsyncParsableCommand {
+    /// Whether ``RecotapKeydMain`` put Swift concurrency on the event loops.
+    static let concurrencyOnEventLoops = Mutex(false)
+
     static let configuration = CommandConfiguration(
         commandName: "recotap-keyd",
         abstract: "Keeps a Recotap External API key usable for the programs on this host.",
@@ -61,7 +85,8 @@ struct RecotapKeydCommand: AsyncParsableCommand {
             daemon = try await KeydDaemon.build(
                 configuration: configuration, logger: logger, environment: environment, notifier: SystemdNotifier(),
                 watchdogInterval: WatchdogService.intervalFromEnvironment(),
-                inheritedSockets: ListeningSockets.inheritedFromSystemd(), reload: { try await loader.load() })
+                inheritedSockets: ListeningSockets.inheritedFromSystemd(),
+                servingLoops: MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount), reload: { try await loader.load() })
         } catch {
             logger.critical("cannot start: \(error)")
             // Journal entries are invisible to someone who ran the daemon by hand.
@@ -75,6 +100,7 @@ struct RecotapKeydCommand: AsyncParsableCommand {
             throw error is APIClientSetupError || error is SpoolSetupError || error is ServingSetupError
                 ? ExitCode(78) : ExitCode.failure
         }
+        if !Self.concurrencyOnEventLoops.withLock({ $0 }) { logger.debug("Swift concurrency stays on libdispatch: its global executor was in use already") }
         try await daemon.run()
     }
 

@@ -105,7 +105,7 @@ public final class RecotapAPIClient: KeyCheckingClient {
         await withTaskGroup(of: ByteBuffer?.self) { group in
             group.addTask { try? await body.collect(upTo: limit) }
             group.addTask {
-                try? await Task.sleep(until: deadline, clock: .continuous)
+                try? await SystemSchedulerClock.sleep(for: deadline - .now)
                 return nil
             }
             let first = await group.next() ?? nil

@@ -24,9 +24,9 @@ public struct SystemSchedulerClock: SchedulerClock {
         try await Self.sleep(for: duration)
     }
 
-    /// One event loop of its own for the daemon's sleeps, apart from the loops that
-    /// serve the sockets: a serving loop blocked by a bug must not also stop the
-    /// watchdog that is there to notice it.
+    /// One event loop of its own for the daemon's sleeps (and the peer log's journal
+    /// writes), apart from the loops that serve the sockets: a serving loop blocked by
+    /// a bug must not also stop the watchdog that is there to notice it.
     public static let timerLoop: any EventLoop = MultiThreadedEventLoopGroup(numberOfThreads: 1).next()
 
     /// Sleeps on ``timerLoop``; throws `CancellationError` when the task is cancelled.

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import NIOPosix
 import ServiceLifecycle
 
@@ -10,7 +11,8 @@ import ServiceLifecycle
 /// executable and the tests both call it. It reads nothing of the process itself:
 /// the environment, systemd's notification socket, watchdog interval and passed
 /// sockets come in as values (the executable's `main` reads them; the defaults are
-/// those of a process systemd did not start). Everything that can make the start fail —
+/// those of a process systemd did not start). `servingLoops` serve the sockets (the
+/// executable gives them loops of their own, apart from those running its tasks). Everything that can make the start fail —
 /// an unusable store, an unsafe spool directory, an unreadable CA file, a bad proxy —
 /// a socket path in use by another daemon — fails here, before systemd is told
 /// `READY=1`. Both sockets accept by the time it returns.
@@ -40,6 +42,7 @@ public struct KeydDaemon: Sendable {
         random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
         limits: ServingLimits = .standard,
         inheritedSockets: [ListeningSockets.Inherited] = [],
+        servingLoops: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         reload: ConfigurationReloader.Load? = nil
     ) async throws -> KeydDaemon {
         let store = try KeyStore(path: configuration.store.path)
@@ -108,7 +111,7 @@ public struct KeydDaemon: Sendable {
             startedAt: clock.now)
         let server: SocketServer
         do {
-            server = try await SocketServer.start(sockets: sockets, context: serving)
+            server = try await SocketServer.start(sockets: sockets, context: serving, group: servingLoops)
         } catch {
             await closeClient()
             close(inotify)
@@ -136,7 +139,7 @@ public struct KeydDaemon: Sendable {
             services.append(.init(service: WatchdogService(
                 interval: watchdogInterval, window: configuration.api.timeout + watchdogSlack,
                 clock: clock, notifier: notifier, progress: progress, store: store,
-                eventLoops: EventLoopProbe(loops: Array(MultiThreadedEventLoopGroup.singleton.makeIterator())),
+                eventLoops: EventLoopProbe(loops: Array(servingLoops.makeIterator())),
                 readiness: readiness,
                 logger: logger, stallLoopFile: environment["KEYD_TEST_STALL_LOOP_FILE"])))
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import Synchronization
 
 /// What a local peer can make the daemon write to the journal: refusals, reports of a
@@ -81,7 +82,10 @@ public final class PeerLog: Sendable {
     private let logger: Logger
     private let limits: Limits
     private let state = Mutex(State())
-    private let queue = DispatchQueue(label: "recotap-keyd.peer-log")
+    /// Where entries are written, in order, off the loops serving the sockets: the
+    /// daemon's own background loop (not a dispatch queue, whose worker threads would
+    /// start libdispatch's once-a-second pool monitor: README "Performance").
+    private let queue: any EventLoop = SystemSchedulerClock.timerLoop
     /// Rung when a window first suppresses an entry: its summaries fall due at its end.
     let summariesOwed = Wakeup()
 
@@ -125,7 +129,7 @@ public final class PeerLog: Sendable {
         if firstSuppressed { summariesOwed.ring() }
         guard admitted else { return }
         let logger = self.logger
-        queue.async {
+        queue.execute {
             let (message, metadata) = entry(peer.comm)
             switch logged {
             case .event(let event): logger.event(event, "\(message)", metadata: metadata)
@@ -165,7 +169,7 @@ public final class PeerLog: Sendable {
         let logger = self.logger
         let limits = self.limits
         let since = start.formatted(.iso8601)
-        queue.async {
+        queue.execute {
             let named = ended.filter { $0.uid != Self.sharedUID }
             for (uid, share) in named.prefix(limits.maxSummaries) {
                 let total = share.suppressed.values.reduce(0, +)
@@ -198,7 +202,12 @@ public final class PeerLog: Sendable {
     public var counts: (written: Int, suppressed: Int) { state.withLock { ($0.written, $0.dropped) } }
 
     /// Waits until every entry handed to the queue so far is written (tests, shutdown).
-    public func drain() { queue.sync {} }
+    public func drain() {
+        guard !queue.inEventLoop else { return }
+        let done = DispatchSemaphore(value: 0)
+        queue.execute { done.signal() }
+        done.wait()
+    }
 
     static func describe(_ suppressed: [Kind: Int]) -> String {
         suppressed.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.value) \($0.key.rawValue)" }

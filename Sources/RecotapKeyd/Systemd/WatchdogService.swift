@@ -107,7 +107,7 @@ public final class EventLoopProbe: Sendable {
         let deadline = ContinuousClock.now + grace
         var stuck = answered.withLock { $0.count { !$0 } }
         while stuck > 0, ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(10))
+            try? await SystemSchedulerClock.sleep(for: .milliseconds(10))
             stuck = answered.withLock { $0.count { !$0 } }
         }
         answered.withLock { $0 = Array(repeating: false, count: loops.count) }
