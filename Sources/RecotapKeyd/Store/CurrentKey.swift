@@ -69,50 +69,32 @@ public final class CurrentKey: Sendable {
     public final class Subscription: AsyncSequence, AsyncIteratorProtocol, Sendable {
         public typealias Element = KeyRecord?
 
-        private struct Inbox {
-            /// `.some(record)`: a record not yet taken.
-            var pending: KeyRecord??
-            var waiter: CheckedContinuation<Void, Never>?
-        }
-        private let inbox = Mutex(Inbox())
+        /// `.some(record)`: a record not yet taken.
+        private let pending = Mutex<KeyRecord??>(.none)
+        /// Rung when a record is delivered.
+        private let delivered = Wakeup()
 
         fileprivate init() {}
 
         fileprivate func deliver(_ record: KeyRecord?) {
-            let waiter = inbox.withLock { inbox -> CheckedContinuation<Void, Never>? in
-                inbox.pending = .some(record)
-                defer { inbox.waiter = nil }
-                return inbox.waiter
-            }
-            waiter?.resume()
+            pending.withLock { $0 = .some(record) }
+            delivered.ring()
         }
 
         /// The record published since the last one taken, if any (`.some(nil)`: the
         /// active key went away).
         public func poll() -> KeyRecord?? {
-            inbox.withLock { inbox in
-                defer { inbox.pending = .none }
-                return inbox.pending
+            pending.withLock { pending in
+                defer { pending = .none }
+                return pending
             }
         }
 
         /// Returns once a record is pending (without taking it), or when the task is
         /// cancelled. One task waits at a time.
         public func changed() async {
-            await withTaskCancellationHandler {
-                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                    let now = inbox.withLock { inbox -> Bool in
-                        if inbox.pending != nil || Task.isCancelled { return true }
-                        inbox.waiter = continuation
-                        return false
-                    }
-                    if now { continuation.resume() }
-                }
-            } onCancel: {
-                inbox.withLock { inbox -> CheckedContinuation<Void, Never>? in
-                    defer { inbox.waiter = nil }
-                    return inbox.waiter
-                }?.resume()
+            while !Task.isCancelled, pending.withLock({ $0 == nil }) {
+                await delivered.wait()
             }
         }
 
