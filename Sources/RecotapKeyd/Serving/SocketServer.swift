@@ -121,36 +121,44 @@ public final class SocketServer: Sendable {
     /// `credential.sock`: the key's bytes to an allowed peer, then close; nothing (and
     /// a journal entry) to anyone else, or when there is no usable key.
     private static func serveCredential(on channel: any Channel, to peer: Peer, context: ServingContext) {
-        let asked = peer.unit.map { "LoadCredential=\(peer.credentialID ?? "?") for \($0)" } ?? "the key on credential.sock"
         guard context.policy.mayReceiveCredential(peer) else {
+            let asked = peer.unit.map { "LoadCredential=\(peer.credentialID ?? "?") for \($0)" } ?? "the key on credential.sock"
             context.denied(
                 peer, asked: asked,
                 needed: peer.unit == nil ? "a reader (access.readers or access.admins)" : "its unit listed in access.units")
             channel.close(promise: nil)
             return
         }
-        var metadata: Logger.Metadata = [
-            LogKey.peerUID: .stringConvertible(peer.uid), LogKey.peerPID: .stringConvertible(peer.pid),
-        ]
-        if let unit = peer.unit { metadata[LogKey.peerUnit] = .string(unit) }
-        let who = peer.unit.map { "unit \($0)" } ?? "uid \(peer.uid) (pid \(peer.pid))"
-        guard let record = context.current.record, record.state != .invalid, let secret = record.key?.revealSecret()
-        else {
-            let why = context.current.record.map { "key \($0.fingerprint) is known invalid" } ?? "there is no key yet"
-            context.peerLog.record(.credentialUnavailable, .level(.warning), peer: peer) { [metadata] _ in
-                ("\(who) asked for the key on credential.sock, but \(why): closed without data", metadata)
+        // What is logged is built only when it is logged (a reader's line is debug).
+        @Sendable func metadata(_ record: KeyRecord?) -> Logger.Metadata {
+            var metadata: Logger.Metadata = [
+                LogKey.peerUID: .stringConvertible(peer.uid), LogKey.peerPID: .stringConvertible(peer.pid),
+            ]
+            if let unit = peer.unit { metadata[LogKey.peerUnit] = .string(unit) }
+            if let record {
+                metadata[LogKey.keyFingerprint] = .string(record.fingerprint)
+                metadata[LogKey.keyVersion] = .stringConvertible(record.id)
+            }
+            return metadata
+        }
+        @Sendable func who() -> String { peer.unit.map { "unit \($0)" } ?? "uid \(peer.uid) (pid \(peer.pid))" }
+        let record = context.current.record
+        guard let record, record.state != .invalid, let secret = record.key?.revealSecret() else {
+            context.peerLog.record(.credentialUnavailable, .level(.warning), peer: peer) { _ in
+                let why = record.map { "key \($0.fingerprint) is known invalid" } ?? "there is no key yet"
+                return ("\(who()) asked for the key on credential.sock, but \(why): closed without data", metadata(nil))
             }
             channel.close(promise: nil)
             return
         }
-        metadata[LogKey.keyFingerprint] = .string(record.fingerprint)
-        metadata[LogKey.keyVersion] = .stringConvertible(record.id)
         // An audit line per unit served (systemd, as root, is trusted not to flood);
         // a debug line per reader.
-        let fingerprint = record.fingerprint
         context.peerLog.record(.credentialServed, .level(peer.unit != nil ? .info : .debug), peer: peer, limited: peer.unit == nil) {
-            [metadata] _ in
-            (peer.unit != nil ? "handed key \(fingerprint) to \(who) (\(asked))" : "handed key \(fingerprint) to \(who) on credential.sock", metadata)
+            _ in
+            let message = peer.unit.map {
+                "handed key \(record.fingerprint) to \(who()) (LoadCredential=\(peer.credentialID ?? "?") for \($0))"
+            } ?? "handed key \(record.fingerprint) to \(who()) on credential.sock"
+            return (message, metadata(record))
         }
         channel.writeAndFlush(ByteBuffer(string: secret)).whenComplete { _ in channel.close(promise: nil) }
     }
