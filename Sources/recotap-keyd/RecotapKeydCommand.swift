@@ -100,7 +100,9 @@ struct RecotapKeydCommand: AsyncParsableCommand {
             throw error is APIClientSetupError || error is SpoolSetupError || error is ServingSetupError
                 ? ExitCode(78) : ExitCode.failure
         }
-        if !Self.concurrencyOnEventLoops.withLock({ $0 }) { logger.debug("Swift concurrency stays on libdispatch: its global executor was in use already") }
+        if !Self.concurrencyOnEventLoops.withLock({ $0 }) {
+            logger.debug("Swift concurrency stays on libdispatch (the runtime's global-executor hook was not found or was taken)")
+        }
         try await daemon.run()
     }
 
