@@ -16,6 +16,45 @@ struct HostileInputTests {
         #expect(served.daemon.process.isRunning, "still running after \(what)")
     }
 
+    @Test("a reader that pipelines requests and never reads the answers is read no further once they back up: the daemon buffers a bounded amount, and serves others")
+    func neverReadingClient() async throws {
+        let served = try await ServedDaemon(validKeys: [Self.key])
+        try await served.activate(Self.key)
+        let path = served.api
+        // Writes pipelined GETs without ever reading, until the daemon stops taking
+        // them (a send that cannot go on for 2 s) or 16 MiB have gone.
+        let written = try await offload { () -> Int in
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            guard connected == 0 else { return -1 }
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            let chunk = Array(String(repeating: "GET /v1/key HTTP/1.1\r\nHost: x\r\n\r\n", count: 1024).utf8)
+            var total = 0
+            while total < 16 << 20 {
+                let sent = chunk.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                if sent > 0 {
+                    total += sent
+                    continue
+                }
+                guard errno == EAGAIN || errno == EWOULDBLOCK else { return -1 }
+                var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                if poll(&poller, 1, 2000) == 0 { break }
+            }
+            return total
+        }
+        print("a client that never reads got \(written) bytes of requests in before the daemon stopped reading")
+        #expect(written > 0)
+        #expect(written < 4 << 20, "the daemon kept reading requests whose answers nobody reads: \(written) bytes")
+        try await stillServes(served, after: "a client that never reads")
+        #expect(await served.finish() == 0)
+    }
+
     @Test("absurd query parameters never trap: refused with 400 naming the parameter, or cut to their cap")
     func queryParameters() async throws {
         let served = try await ServedDaemon(validKeys: [Self.key])

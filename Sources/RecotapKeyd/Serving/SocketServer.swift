@@ -109,6 +109,10 @@ public final class SocketServer: Sendable {
         decoderLimits.maxHeaderListSize = context.limits.maxHeaderBytes
         decoderLimits.maxHeaderFieldSize = context.limits.maxHeaderBytes
         let pipeline = channel.pipeline.syncOperations
+        // A peer that pipelines requests and never reads the answers is read no further
+        // once its answers back up (NIO's write buffer past its high-water mark): what
+        // the daemon holds for one connection stays bounded.
+        try pipeline.addHandler(BackPressureHandler())
         let timeouts = ConnectionTimeouts(readTimeout: context.limits.requestReadTimeout, idleTimeout: context.limits.idleTimeout)
         try pipeline.addHandler(timeouts)
         try pipeline.addHandler(HTTPResponseEncoder())
