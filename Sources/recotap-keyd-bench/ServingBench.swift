@@ -179,14 +179,7 @@ final class KeepAliveClient: @unchecked Sendable {
     private static let request = Array("GET /v1/key HTTP/1.1\r\nHost: bench\r\n\r\n".utf8)
 
     init(path: String) throws {
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard fd >= 0, rc == 0 else { throw BenchError("cannot connect to \(path)") }
+        fd = try LoadClient.connect(path)
     }
 
     deinit { close(fd) }

@@ -24,15 +24,9 @@ struct HostileInputTests {
         // Writes pipelined GETs without ever reading, until the daemon stops taking
         // them (a send that cannot go on for 2 s) or 16 MiB have gone.
         let written = try await offload { () -> Int in
-            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(fd) }
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
-            guard connected == 0 else { return -1 }
+            let client = try UnixClient(path: path)
+            defer { withExtendedLifetime(client) {} }
+            let fd = client.fd
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             let chunk = Array(String(repeating: "GET /v1/key HTTP/1.1\r\nHost: x\r\n\r\n", count: 1024).utf8)
             var total = 0
