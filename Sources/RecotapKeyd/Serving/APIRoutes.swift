@@ -146,8 +146,10 @@ package struct APIRoutes: Sendable {
         }
         guard role >= endpoint.role else {
             let who = endpoint.role == .admin ? "an admin (access.admins)" : "a reader (access.readers or access.admins)"
-            context.denied(peer, asked: request.summary, needed: who)
-            return .respond(.error(.forbidden, "access_denied", "\(request.summary) is for \(who); uid \(peer.uid) is not one"))
+            let logged = context.denied(peer, asked: request.summary, needed: who)
+            let refusal = APIResponse.error(
+                .forbidden, "access_denied", "\(request.summary) is for \(who); uid \(peer.uid) is not one")
+            return Self.after(logged, refusal)
         }
         switch endpoint {
         case .health: return .respond(health())
@@ -266,7 +268,7 @@ package struct APIRoutes: Sendable {
                 extra: ["active_fingerprint": context.current.record.map { .string($0.fingerprint) } ?? .null]))
         }
         let version = active.id
-        context.peerLog.record(.consumerReport, .event(.consumerReported401), peer: peer) { [fingerprint] comm in
+        let logged = context.peerLog.record(.consumerReport, .event(.consumerReported401), peer: peer) { [fingerprint] comm in
             var metadata: Logger.Metadata = [
                 LogKey.keyFingerprint: .string(fingerprint), LogKey.keyVersion: .stringConvertible(version),
                 LogKey.peerUID: .stringConvertible(peer.uid), LogKey.peerPID: .stringConvertible(peer.pid),
@@ -278,10 +280,20 @@ package struct APIRoutes: Sendable {
         }
         let checker = context.checker
         Task { _ = await checker.checkNow(reason: .consumerReport) }
-        return .respond(.json(.accepted, .object([
+        return Self.after(logged, .json(.accepted, .object([
             "accepted": .bool(true), "fingerprint": .string(fingerprint),
             "message": .string("a check of the key was requested (at most one per check.report_min_interval)"),
         ])))
+    }
+
+    /// `response` once a peer-log entry that names the peer is written (the peer may
+    /// exit as soon as it has its answer, and its `comm` with it); at once when none is.
+    private static func after(_ logged: EventLoopFuture<Void>?, _ response: APIResponse) -> RouteResult {
+        guard let logged else { return .respond(response) }
+        return .later {
+            try? await logged.get()
+            return response
+        }
     }
 
     // MARK: - Health and status

@@ -98,11 +98,15 @@ public final class PeerLog: Sendable {
     /// of this window (`limited: false` for what only trusted peers cause: it is
     /// still written off the event loop). `entry` runs on the log queue, with the
     /// peer's `comm` when it can still be read, and returns the message and metadata.
+    /// Returns when the entry is written (nil when it is not): a caller whose entry
+    /// names the peer's `comm` answers the peer after that, for a peer that has its
+    /// answer may exit before its `/proc/PID/comm` is read.
+    @discardableResult
     func record(
         _ kind: Kind, _ logged: Logged, peer: Peer, limited: Bool = true, at now: Date = Date(),
         _ entry: @escaping @Sendable (_ comm: String?) -> (String, Logger.Metadata)
-    ) {
-        if case .level(let level) = logged, level < logger.logLevel { return }
+    ) -> EventLoopFuture<Void>? {
+        if case .level(let level) = logged, level < logger.logLevel { return nil }
         let (admitted, ended, firstSuppressed) = state.withLock {
             state -> (Bool, (start: Date, ended: [(uid: UInt32, share: Share)])?, Bool) in
             let ended = state.roll(at: now, window: limits.window)
@@ -127,9 +131,9 @@ public final class PeerLog: Sendable {
         }
         if let ended { summarise(ended.ended, since: ended.start) }
         if firstSuppressed { summariesOwed.ring() }
-        guard admitted else { return }
+        guard admitted else { return nil }
         let logger = self.logger
-        queue.execute {
+        return queue.submit {
             let (message, metadata) = entry(peer.comm)
             switch logged {
             case .event(let event): logger.event(event, "\(message)", metadata: metadata)

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import Synchronization
 
 /// What every connection on both sockets shares: the key as committed, the checker
@@ -55,10 +56,12 @@ public final class ServingContext: Sendable {
     }
 
     /// Logs ACCESS_DENIED (within the peer log's limits): who (uid, pid, comm, unit)
-    /// asked for what.
-    func denied(_ peer: Peer, asked: String, needed: String) {
+    /// asked for what. Returns when the entry is written (nil when it is not): answer
+    /// the peer after that, while its `comm` can still be read.
+    @discardableResult
+    func denied(_ peer: Peer, asked: String, needed: String) -> EventLoopFuture<Void>? {
         counters.countDenied()
-        peerLog.record(.accessDenied, .event(.accessDenied), peer: peer) { comm in
+        return peerLog.record(.accessDenied, .event(.accessDenied), peer: peer) { comm in
             var metadata: Logger.Metadata = [
                 LogKey.peerUID: .stringConvertible(peer.uid),
                 LogKey.peerPID: .stringConvertible(peer.pid),

@@ -127,10 +127,11 @@ public final class SocketServer: Sendable {
     private static func serveCredential(on channel: any Channel, to peer: Peer, context: ServingContext) {
         guard context.policy.mayReceiveCredential(peer) else {
             let asked = peer.unit.map { "LoadCredential=\(peer.credentialID ?? "?") for \($0)" } ?? "the key on credential.sock"
-            context.denied(
+            let logged = context.denied(
                 peer, asked: asked,
                 needed: peer.unit == nil ? "a reader (access.readers or access.admins)" : "its unit listed in access.units")
-            channel.close(promise: nil)
+            // Closed once the entry naming the peer is written, while its comm is readable.
+            if let logged { logged.whenComplete { _ in channel.close(promise: nil) } } else { channel.close(promise: nil) }
             return
         }
         // What is logged is built only when it is logged (a reader's line is debug).
