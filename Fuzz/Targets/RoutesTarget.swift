@@ -54,9 +54,7 @@ extension FuzzTarget {
         try check((100...599).contains(code), "status \(code)")
         if code >= 400 {
             let text = response.body.map { String(buffer: $0) } ?? ""
-            guard case .object(let object)? = JSONValue.parse(text), object["error"]?.string != nil,
-                object["message"]?.string != nil
-            else { throw FuzzFailure("\(code) to \(request.summary) without {error, message}: \(text)") }
+            guard WireJSON.decode(Wire.Failure.self, from: text) != nil else { throw FuzzFailure("\(code) to \(request.summary) without {error, message}: \(text)") }
         }
         if let body = response.body {
             try check(body.readableBytes <= 64 * 1024, "an answer of \(body.readableBytes) bytes")

@@ -33,15 +33,30 @@ struct DaemonResponse {
     var headers: HTTPHeaders
     var body: String
 
-    /// The body's JSON for showing to a person: every string escaped
-    /// (``TerminalSafe``), since file names and reasons in it come from outside.
-    var json: JSONValue? { JSONValue.parse(body)?.mappingStrings(TerminalSafe.escape) }
+    /// The body as `type`, for showing to a person: every string in it escaped
+    /// (``TerminalSafe``), since file names and reasons come from outside. `nil` when
+    /// the body is not one.
+    func decoded<Body: Decodable>(_ type: Body.Type) -> Body? {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body.utf8), options: [.fragmentsAllowed]),
+            let safe = try? JSONSerialization.data(withJSONObject: Self.escapingStrings(object), options: [.fragmentsAllowed])
+        else { return nil }
+        return WireJSON.decode(type, from: String(decoding: safe, as: UTF8.self))
+    }
 
-    /// A header's value, escaped as ``json`` is.
+    private static func escapingStrings(_ object: Any) -> Any {
+        switch object {
+        case let text as String: TerminalSafe.escape(text)
+        case let array as [Any]: array.map(escapingStrings)
+        case let members as [String: Any]: members.mapValues(escapingStrings)
+        default: object
+        }
+    }
+
+    /// A header's value, escaped as ``decoded(_:)`` escapes strings.
     func header(_ name: String) -> String? { headers.first(name: name).map(TerminalSafe.escape) }
 
     /// The API's own explanation (`message` of its JSON error body).
-    var message: String { json?["message"]?.string ?? "HTTP \(status)" }
+    var message: String { decoded(Wire.Failure.self)?.message ?? "HTTP \(status)" }
 }
 
 /// Talks HTTP/1.1 to `keyd.sock` with AsyncHTTPClient (`http+unix://`).

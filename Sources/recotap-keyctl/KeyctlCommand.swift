@@ -98,11 +98,11 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         try await runReportingErrors { () throws(KeyctlError) in
             let response = try await options.client().request(.GET, "/v1/status")
-            guard response.status == 200, let status = response.json else {
+            guard response.status == 200, let status = response.decoded(Wire.Status.self) else {
                 throw KeyctlError(exit: .failure, message: "unexpected answer: \(response.message)")
             }
             print(json ? response.body.trimmingCharacters(in: .whitespacesAndNewlines) : StatusReport.render(status, now: Date()))
-            switch status["state"]?.string {
+            switch status.state {
             case "none": throw KeyctlError(exit: .noKey, message: "no key yet")
             case "invalid": throw KeyctlError(exit: .keyInvalid, message: "the key is invalid")
             default: break
@@ -121,7 +121,7 @@ struct Check: AsyncParsableCommand {
         try await runReportingErrors { () throws(KeyctlError) in
             let response = try await options.client().request(.POST, "/v1/check", timeout: .seconds(120))
             if response.status == 404 { throw KeyctlError(exit: .noKey, message: response.message) }
-            guard response.status == 200, let result = response.json, let outcome = result["outcome"]?.string else {
+            guard response.status == 200, let result = response.decoded(Wire.Check.self), let outcome = result.outcome else {
                 throw KeyctlError(exit: .failure, message: "unexpected answer: \(response.message)")
             }
             print(json ? response.body.trimmingCharacters(in: .whitespacesAndNewlines) : StatusReport.describeCheck(result))
@@ -143,7 +143,7 @@ struct History: AsyncParsableCommand {
     func run() async throws {
         try await runReportingErrors { () throws(KeyctlError) in
             let response = try await options.client().request(.GET, "/v1/history?limit=\(limit)")
-            guard response.status == 200, let keys = response.json?["keys"]?.array else {
+            guard response.status == 200, let keys = response.decoded(Wire.History.self)?.keys else {
                 throw KeyctlError(exit: .failure, message: "unexpected answer: \(response.message)")
             }
             print(json ? response.body.trimmingCharacters(in: .whitespacesAndNewlines) : StatusReport.historyTable(keys))
@@ -185,10 +185,10 @@ struct Rotate: AsyncParsableCommand {
             let deadline = Date().addingTimeInterval(timeout)
             while Date() < deadline {
                 let response = try await client.request(.GET, "/v1/spool")
-                guard response.status == 200, let recent = response.json?["recent"]?.array else {
+                guard response.status == 200, let recent = response.decoded(Wire.Spool.self)?.recent else {
                     throw KeyctlError(exit: .failure, message: "unexpected answer: \(response.message)")
                 }
-                if let verdict = recent.first(where: { $0["file"]?.string == name }) {
+                if let verdict = recent.first(where: { $0.file == name }) {
                     try await report(verdict, key: key, client: client)
                     return
                 }
@@ -200,13 +200,13 @@ struct Rotate: AsyncParsableCommand {
         }
     }
 
-    private func report(_ verdict: JSONValue, key: APIKey, client: DaemonClient) async throws(KeyctlError) {
-        let reason = verdict["reason"]?.string ?? "no reason given"
-        switch verdict["verdict"]?.string {
+    private func report(_ verdict: Wire.SpoolVerdict, key: APIKey, client: DaemonClient) async throws(KeyctlError) {
+        let reason = verdict.reason ?? "no reason given"
+        switch verdict.verdict {
         case "activated":
-            let status = try? await client.request(.GET, "/v1/status").json
-            let state = status?["state"]?.string ?? "active"
-            let version = status?["version"]?.int.map { ", version \($0)" } ?? ""
+            let status = try? await client.request(.GET, "/v1/status").decoded(Wire.Status.self)
+            let state = status?.state ?? "active"
+            let version = status.map { ", version \($0.version)" } ?? ""
             print("key \(key.fingerprint) is now active (\(state == "valid" ? "verified with the API" : state)\(version))")
         case "already_active":
             print("key \(key.fingerprint) was already the active key")
@@ -233,7 +233,7 @@ struct Wait: AsyncParsableCommand {
             var version = after
             if version == nil {
                 let status = try await client.request(.GET, "/v1/status")
-                version = status.json?["version"]?.int ?? 0
+                version = status.decoded(Wire.Status.self)?.version ?? 0
             }
             let deadline = Date().addingTimeInterval(timeout)
             while true {

@@ -3,85 +3,78 @@ import RecotapKeyd
 
 /// The human forms of the daemon's JSON.
 enum StatusReport {
-    static func date(_ value: JSONValue?) -> Date? {
-        value?.string.flatMap { try? Date($0, strategy: .iso8601) }
-    }
-
-    static func when(_ value: JSONValue?, now: Date) -> String? {
-        guard let date = date(value) else { return nil }
+    static func when(_ date: Date?, now: Date) -> String? {
+        guard let date else { return nil }
         let stamp = date.formatted(.iso8601).replacingOccurrences(of: "T", with: " ").replacingOccurrences(of: "Z", with: "")
         return date <= now
             ? "\(stamp) UTC (\(KeyStatusText.age(from: date, to: now)) ago)"
             : "\(stamp) UTC (in \(KeyStatusText.age(from: now, to: date)))"
     }
 
-    static func render(_ status: JSONValue, now: Date) -> String {
+    static func render(_ status: Wire.Status, now: Date) -> String {
         var lines: [(String, String)] = []
-        let state = status["state"]?.string ?? "unknown"
-        if state == "none" {
+        if status.state == "none" {
             lines.append(("key", "none yet — drop one into the spool or run recotap-keyctl rotate"))
         } else {
-            let fingerprint = status["fingerprint"]?.string ?? "?"
-            let version = status["version"]?.int.map(String.init) ?? "?"
-            let stateText = switch state {
+            let stateText = switch status.state {
             case "valid": "valid"
             case "unverified": "not yet verified"
             case "invalid": "INVALID — programs using it are failing; rotate it"
-            default: state
+            default: status.state
             }
-            lines.append(("key", "\(fingerprint) (version \(version)): \(stateText)"))
-            if let activated = when(status["activated_at"], now: now) {
-                lines.append(("activated", activated + (status["source"]?.string.map { ", from \($0)" } ?? "")))
+            lines.append(("key", "\(status.fingerprint ?? "?") (version \(status.version)): \(stateText)"))
+            if let activated = when(status.activatedAt, now: now) {
+                lines.append(("activated", activated + (status.source.map { ", from \($0)" } ?? "")))
             }
-            if let verified = when(status["last_verified_at"], now: now) { lines.append(("verified", verified)) }
-            if let invalid = when(status["invalid_since"], now: now) { lines.append(("invalid since", invalid)) }
+            if let verified = when(status.lastVerifiedAt, now: now) { lines.append(("verified", verified)) }
+            if let invalid = when(status.invalidSince, now: now) { lines.append(("invalid since", invalid)) }
         }
-        if let check = status["last_check"], !check.isNull {
-            lines.append(("last check", (when(check["at"], now: now) ?? "?") + ": " + describeCheck(check)))
-        } else if state != "none" {
+        if let check = status.lastCheck {
+            let result = describe(outcome: check.outcome, httpStatus: check.httpStatus, latencyMs: check.latencyMs, reason: check.reason)
+            lines.append(("last check", (when(check.at, now: now) ?? "?") + ": " + result))
+        } else if status.state != "none" {
             lines.append(("last check", "none since the daemon started"))
         }
-        if let next = when(status["next_check"], now: now) { lines.append(("next check", next)) }
-        if let degraded = when(status["degraded_since"], now: now) {
+        if let next = when(status.nextCheck, now: now) { lines.append(("next check", next)) }
+        if let degraded = when(status.degradedSince, now: now) {
             lines.append(("API", "checks failing since \(degraded); the key stays in use"))
         }
-        if let spool = status["spool"] {
-            lines.append((
-                "spool",
-                "\(spool["directory"]?.string ?? "?"): \(spool["pending"]?.int ?? 0) waiting, \(spool["rejected"]?.int ?? 0) in rejected/"
-            ))
-        }
-        if let connections = status["connections"] {
-            lines.append((
-                "sockets",
-                "\(connections["active"]?.int ?? 0) open, \(connections["long_polls"]?.int ?? 0) waiting, \(connections["denied"]?.int ?? 0) refused for access, \(connections["refused"]?.int ?? 0) over the limit"
-            ))
-        }
-        let uptime = status["uptime_seconds"]?.int.map { KeyStatusText.age(from: Date(timeIntervalSince1970: 0), to: Date(timeIntervalSince1970: TimeInterval($0))) } ?? "?"
-        lines.append(("daemon", "recotap-keyd \(status["daemon_version"]?.string ?? "?"), up \(uptime)"))
+        let spool = status.spool
+        lines.append(("spool", "\(spool.directory): \(spool.pending) waiting, \(spool.rejected) in rejected/"))
+        let connections = status.connections
+        lines.append((
+            "sockets",
+            "\(connections.active) open, \(connections.longPolls) waiting, \(connections.denied) refused for access, \(connections.refused) over the limit"
+        ))
+        let uptime = KeyStatusText.age(
+            from: Date(timeIntervalSince1970: 0), to: Date(timeIntervalSince1970: TimeInterval(status.uptimeSeconds)))
+        lines.append(("daemon", "recotap-keyd \(status.daemonVersion), up \(uptime)"))
         let width = lines.map(\.0.count).max() ?? 0
         return lines.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + $0.1 }.joined(separator: "\n")
     }
 
     /// "valid (HTTP 200, 6 ms)", "unreachable: connection refused".
-    static func describeCheck(_ check: JSONValue) -> String {
-        let outcome = check["outcome"]?.string ?? "?"
-        var details: [String] = []
-        if let status = check["http_status"]?.int { details.append("HTTP \(status)") }
-        if let latency = check["latency_ms"]?.int { details.append("\(latency) ms") }
-        var text = outcome + (details.isEmpty ? "" : " (\(details.joined(separator: ", ")))")
-        if let reason = check["reason"]?.string, outcome != "valid" { text += ": \(reason)" }
-        if let note = check["note"]?.string { text += "\n(\(note))" }
+    static func describeCheck(_ check: Wire.Check) -> String {
+        var text = describe(outcome: check.outcome ?? "?", httpStatus: check.httpStatus, latencyMs: check.latencyMs, reason: check.reason)
+        if let note = check.note { text += "\n(\(note))" }
         return text
     }
 
-    static func historyTable(_ keys: [JSONValue]) -> String {
+    private static func describe(outcome: String, httpStatus: Int?, latencyMs: Int64?, reason: String?) -> String {
+        var details: [String] = []
+        if let httpStatus { details.append("HTTP \(httpStatus)") }
+        if let latencyMs { details.append("\(latencyMs) ms") }
+        var text = outcome + (details.isEmpty ? "" : " (\(details.joined(separator: ", ")))")
+        if let reason, outcome != "valid" { text += ": \(reason)" }
+        return text
+    }
+
+    static func historyTable(_ keys: [Wire.HistoryEntry]) -> String {
         let header = ["VERSION", "FINGERPRINT", "STATUS", "STATE", "ACTIVATED", "RETIRED", "SOURCE"]
         let rows = keys.map { key -> [String] in
             [
-                key["version"]?.int.map(String.init) ?? "?", key["fingerprint"]?.string ?? "?",
-                key["status"]?.string ?? "?", key["state"]?.string ?? "?",
-                short(key["activated_at"]), short(key["retired_at"]), key["source"]?.string ?? "",
+                String(key.version), key.fingerprint, key.status, key.state,
+                short(key.activatedAt), short(key.retiredAt), key.source,
             ]
         }
         let all = [header] + rows
@@ -93,8 +86,8 @@ enum StatusReport {
         }.joined(separator: "\n")
     }
 
-    private static func short(_ value: JSONValue?) -> String {
-        guard let text = value?.string else { return "-" }
-        return text.replacingOccurrences(of: "T", with: " ").replacingOccurrences(of: "Z", with: "")
+    private static func short(_ date: Date?) -> String {
+        guard let date else { return "-" }
+        return date.formatted(.iso8601).replacingOccurrences(of: "T", with: " ").replacingOccurrences(of: "Z", with: "")
     }
 }

@@ -51,12 +51,12 @@ struct InputTests {
         #expect(line.contains(#"bad\x1b[31m\nline"#) && line.contains(#"peer.comm=x\x1b"#))
     }
 
-    @Test("JSON escapes every control character, C1 and bidirectional ones too, and still decodes to the text")
+    @Test("JSON escapes every control character, C1, bidirectional and invisible ones too (beyond the BMP as a surrogate pair), and still decodes to the text")
     func jsonEscapes() {
-        let text = "a\u{1b}b\u{7f}c\u{9b}d\u{202e}e"
-        let json = JSONValue.string(text).serialized
-        #expect(json == #""a\u001bb\u007fc\u009bd\u202ee""#)
-        #expect(JSONValue.parse(json) == .string(text))
+        let text = "a\u{1b}b\u{7f}c\u{9b}d\u{202e}e\u{E0041}f"
+        let json = WireJSON.encode(Wire.Report(fingerprint: text))
+        #expect(json == #"{"fingerprint":"a\u001bb\u007fc\u009bd\u202ee\udb40\udc41f"}"#)
+        #expect(WireJSON.decode(Wire.Report.self, from: json)?.fingerprint == text)
     }
 
     @Test("wait is a decimal number: digits, a fraction, an exponent — no sign, hex, inf or nan")

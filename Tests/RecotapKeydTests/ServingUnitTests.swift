@@ -81,14 +81,19 @@ struct ServingUnitTests {
         #expect(current.waiting == 0)
     }
 
-    @Test("JSON bodies: sorted keys, nulls kept, strings escaped, and read back")
+    @Test("JSON bodies: snake-case names, sorted keys, ISO 8601 times, Nullable fields kept as null, plain optionals left out; read back")
     func json() {
-        let value = JSONValue.object([
-            "b": .string("line\n\"quoted\"\u{1}"), "a": .null, "c": .array([.int(1), .bool(true), .double(1.5)]),
-        ])
-        #expect(value.serialized == #"{"a":null,"b":"line\n\"quoted\"\u0001","c":[1,true,1.5]}"#)
-        #expect(JSONValue.parse(value.serialized) == value)
-        #expect(JSONValue.parse("not json") == nil)
+        let verdict = Wire.SpoolVerdict(
+            file: "a/b \"x\"\n\u{1}", at: Date(timeIntervalSince1970: 0), verdict: "rejected", reason: nil, fingerprint: "abc")
+        let text = WireJSON.encode(verdict)
+        #expect(text == #"{"at":"1970-01-01T00:00:00Z","file":"a/b \"x\"\n\u0001","fingerprint":"abc","reason":null,"verdict":"rejected"}"#)
+        #expect(WireJSON.decode(Wire.SpoolVerdict.self, from: text) == verdict)
+        #expect(WireJSON.decode(Wire.SpoolVerdict.self, from: text.replacingOccurrences(of: #","reason":null"#, with: "")) == verdict)
+        var failure = Wire.Failure(error: "not_active", message: "m")
+        #expect(WireJSON.encode(failure) == #"{"error":"not_active","message":"m"}"#)
+        failure.activeFingerprint = "0123456789ab"
+        #expect(WireJSON.encode(failure) == #"{"active_fingerprint":"0123456789ab","error":"not_active","message":"m"}"#)
+        #expect(WireJSON.decode(Wire.Failure.self, from: "not json") == nil)
     }
 }
 

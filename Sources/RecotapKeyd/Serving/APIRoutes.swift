@@ -60,21 +60,20 @@ package struct APIResponse: Sendable {
         return APIResponse(status: status, headers: headers, body: ByteBuffer(string: text))
     }
 
-    static func json(_ status: HTTPResponseStatus, _ object: JSONValue, headers: HTTPHeaders = [:]) -> APIResponse {
+    static func json(_ status: HTTPResponseStatus, _ body: some Encodable, headers: HTTPHeaders = [:]) -> APIResponse {
         var headers = headers
         headers.replaceOrAdd(name: "Content-Type", value: "application/json")
-        return APIResponse(status: status, headers: headers, body: ByteBuffer(string: object.serialized + "\n"))
+        return APIResponse(status: status, headers: headers, body: ByteBuffer(string: WireJSON.encode(body) + "\n"))
     }
 
     /// `{"error": code, "message": …}` — `code` is stable, for programs; the message is for people.
     static func error(
-        _ status: HTTPResponseStatus, _ code: String, _ message: String, extra: [String: JSONValue] = [:],
-        headers: HTTPHeaders = [:]
+        _ status: HTTPResponseStatus, _ code: String, _ message: String, headers: HTTPHeaders = [:],
+        adding details: (inout Wire.Failure) -> Void = { _ in }
     ) -> APIResponse {
-        var object = extra
-        object["error"] = .string(code)
-        object["message"] = .string(message)
-        return json(status, .object(object), headers: headers)
+        var failure = Wire.Failure(error: code, message: message)
+        details(&failure)
+        return json(status, failure, headers: headers)
     }
 }
 
@@ -197,7 +196,7 @@ package struct APIRoutes: Sendable {
         guard let record else {
             return .error(
                 .notFound, "no_key", "no API key yet: drop one into \(spool) (or use recotap-keyctl rotate)",
-                extra: ["version": .int(0)], headers: ["X-Key-Version": "0", "Cache-Control": "no-store"])
+                headers: ["X-Key-Version": "0", "Cache-Control": "no-store"]) { $0.version = 0 }
         }
         let headers = keyHeaders(record)
         if record.state == .invalid {
@@ -205,11 +204,12 @@ package struct APIRoutes: Sendable {
             return .error(
                 .serviceUnavailable, "key_invalid",
                 "key \(record.fingerprint) was confirmed invalid by the API\(since); waiting for a replacement in \(spool)",
-                extra: [
-                    "fingerprint": .string(record.fingerprint), "version": .int(record.id),
-                    "invalid_since": .date(record.invalidSince),
-                ],
-                headers: headers)
+                headers: headers
+            ) {
+                $0.fingerprint = record.fingerprint
+                $0.version = record.id
+                $0.invalidSince = record.invalidSince
+            }
         }
         guard let secret = record.key?.revealSecret() else {
             return .error(.internalServerError, "no_secret", "the active key's secret is missing from the store")
@@ -218,11 +218,10 @@ package struct APIRoutes: Sendable {
             return APIResponse(status: .notModified, headers: headers)
         }
         if request.wantsJSON {
-            return .json(.ok, .object([
-                "key": .string(secret), "fingerprint": .string(record.fingerprint), "version": .int(record.id),
-                "state": .string(record.state.rawValue), "activated_at": .date(record.activatedAt),
-                "last_verified_at": .date(record.lastVerifiedAt),
-            ]), headers: headers)
+            let body = Wire.Key(
+                key: secret, fingerprint: record.fingerprint, version: record.id, state: record.state.rawValue,
+                activatedAt: record.activatedAt, lastVerifiedAt: record.lastVerifiedAt)
+            return .json(.ok, body, headers: headers)
         }
         return prepared.answer(for: record, secret: secret)
     }
@@ -250,10 +249,10 @@ package struct APIRoutes: Sendable {
         let text = String(buffer: request.body).trimmingCharacters(in: .whitespacesAndNewlines)
         var fingerprint = text
         if text.hasPrefix("{") {
-            guard case .object(let object)? = JSONValue.parse(text), case .string(let value)? = object["fingerprint"] else {
+            guard let body = WireJSON.decode(Wire.Report.self, from: text) else {
                 return .respond(.error(.badRequest, "invalid_body", "expected {\"fingerprint\": \"<12 hex digits>\"} or the bare fingerprint"))
             }
-            fingerprint = value
+            fingerprint = body.fingerprint
         }
         fingerprint = fingerprint.lowercased()
         guard fingerprint.count == 12, fingerprint.allSatisfy(\.isHexDigit) else {
@@ -263,9 +262,9 @@ package struct APIRoutes: Sendable {
         }
         guard let active = context.current.record, active.fingerprint == fingerprint else {
             let now = context.current.record.map { "; the active key is \($0.fingerprint)" } ?? "; there is no active key"
-            return .respond(.error(
-                .conflict, "not_active", "key \(fingerprint) is not the active key\(now): fetch the key again",
-                extra: ["active_fingerprint": context.current.record.map { .string($0.fingerprint) } ?? .null]))
+            return .respond(.error(.conflict, "not_active", "key \(fingerprint) is not the active key\(now): fetch the key again") {
+                $0.activeFingerprint = context.current.record?.fingerprint
+            })
         }
         let version = active.id
         let logged = context.peerLog.record(.consumerReport, .event(.consumerReported401), peer: peer) { [fingerprint] comm in
@@ -280,10 +279,9 @@ package struct APIRoutes: Sendable {
         }
         let checker = context.checker
         Task { _ = await checker.checkNow(reason: .consumerReport) }
-        return Self.after(logged, .json(.accepted, .object([
-            "accepted": .bool(true), "fingerprint": .string(fingerprint),
-            "message": .string("a check of the key was requested (at most one per check.report_min_interval)"),
-        ])))
+        return Self.after(logged, .json(.accepted, Wire.ReportAccepted(
+            accepted: true, fingerprint: fingerprint,
+            message: "a check of the key was requested (at most one per check.report_min_interval)")))
     }
 
     /// `response` once a peer-log entry that names the peer is written (the peer may
@@ -313,43 +311,30 @@ package struct APIRoutes: Sendable {
         let snapshot = await context.checker.snapshot()
         let counts = context.intake.counts()
         let connections = context.counters.snapshot
-        let lastCheck: JSONValue = snapshot.lastCheck.map { check in
-            .object([
-                "at": .date(check.at), "outcome": .string(check.outcome.rawValue),
-                "http_status": check.httpStatus.map { .int(Int64($0)) } ?? .null,
-                "latency_ms": check.latencyMilliseconds.map { .int(Int64($0)) } ?? .null,
-                "reason": check.reason.map(JSONValue.string) ?? .null,
-            ])
-        } ?? .null
-        let usable = record.map { $0.state != .invalid } ?? false
-        return .json(.ok, .object([
-            "state": .string(record?.state.rawValue ?? "none"),
-            "healthy": .bool(usable),
-            "fingerprint": record.map { .string($0.fingerprint) } ?? .null,
-            "version": .int(record?.id ?? 0),
-            "source": record.map { .string($0.source) } ?? .null,
-            "activated_at": .date(record?.activatedAt),
-            "last_verified_at": .date(record?.lastVerifiedAt),
-            "invalid_since": .date(record?.invalidSince),
-            "last_check": lastCheck,
-            "next_check": .date(snapshot.nextCheckAt),
-            "degraded_since": .date(snapshot.degradedSince),
-            "spool": .object([
-                "directory": .string(context.intake.directoryPath),
-                "pending": .int(Int64(counts.pending)), "rejected": .int(Int64(counts.rejected)),
-            ]),
-            "connections": .object([
-                "active": .int(Int64(connections.active)), "refused": .int(Int64(connections.refused)),
-                "long_polls": .int(Int64(connections.longPolls)), "denied": .int(Int64(connections.denied)),
-                "requests": .int(Int64(connections.requests)), "no_role": .int(Int64(connections.noRole)),
-            ]),
-            "peer_log": .object([
-                "written": .int(Int64(context.peerLog.counts.written)),
-                "suppressed": .int(Int64(context.peerLog.counts.suppressed)),
-            ]),
-            "uptime_seconds": .int(Saturating.int64(Date().timeIntervalSince(context.startedAt)) ?? 0),
-            "daemon_version": .string(KeydVersion.current),
-        ]))
+        let lastCheck = snapshot.lastCheck.map { check in
+            Wire.LastCheck(
+                at: check.at, outcome: check.outcome.rawValue, httpStatus: check.httpStatus,
+                latencyMs: check.latencyMilliseconds.map(Int64.init), reason: check.reason)
+        }
+        return .json(.ok, Wire.Status(
+            state: record?.state.rawValue ?? "none",
+            healthy: record.map { $0.state != .invalid } ?? false,
+            fingerprint: record?.fingerprint,
+            version: record?.id ?? 0,
+            source: record?.source,
+            activatedAt: record?.activatedAt,
+            lastVerifiedAt: record?.lastVerifiedAt,
+            invalidSince: record?.invalidSince,
+            lastCheck: lastCheck,
+            nextCheck: snapshot.nextCheckAt,
+            degradedSince: snapshot.degradedSince,
+            spool: Wire.SpoolCounts(directory: context.intake.directoryPath, pending: counts.pending, rejected: counts.rejected),
+            connections: Wire.Connections(
+                active: connections.active, noRole: connections.noRole, longPolls: connections.longPolls,
+                refused: connections.refused, denied: connections.denied, requests: connections.requests),
+            peerLog: Wire.PeerLogCounts(written: context.peerLog.counts.written, suppressed: context.peerLog.counts.suppressed),
+            uptimeSeconds: Saturating.int64(Date().timeIntervalSince(context.startedAt)) ?? 0,
+            daemonVersion: KeydVersion.current))
     }
 
     // MARK: - Admin
@@ -358,42 +343,26 @@ package struct APIRoutes: Sendable {
         switch await context.checker.checkNow(reason: .admin) {
         case .checked(let result):
             let record = context.current.record
-            return .json(.ok, .object([
-                "checked": .bool(true),
-                "outcome": .string(result.outcome.rawValue),
-                "http_status": result.httpStatus.map { .int(Int64($0)) } ?? .null,
-                "latency_ms": .int(Int64(result.latency.milliseconds)),
-                "reason": result.reason.map(JSONValue.string) ?? .null,
-                "fingerprint": record.map { .string($0.fingerprint) } ?? .null,
-                "state": record.map { .string($0.state.rawValue) } ?? .null,
-            ]))
+            return .json(.ok, Wire.Check(
+                checked: true, outcome: result.outcome.rawValue, httpStatus: result.httpStatus,
+                latencyMs: Int64(result.latency.milliseconds), reason: result.reason,
+                fingerprint: record?.fingerprint, state: record?.state.rawValue))
         case .noCheckableKey(.some(.invalid)):
             let record = context.current.record
-            return .json(.ok, .object([
-                "checked": .bool(false),
-                "outcome": .string(CheckOutcome.invalid.rawValue),
-                "fingerprint": record.map { .string($0.fingerprint) } ?? .null,
-                "state": .string(KeyState.invalid.rawValue),
-                "invalid_since": .date(record?.invalidSince),
-                "reason": .string("the key was confirmed invalid before and is never checked again; drop a new key into the spool"),
-            ]))
+            return .json(.ok, Wire.Check(
+                checked: false, outcome: CheckOutcome.invalid.rawValue, httpStatus: nil, latencyMs: nil,
+                reason: "the key was confirmed invalid before and is never checked again; drop a new key into the spool",
+                fingerprint: record?.fingerprint, state: KeyState.invalid.rawValue, invalidSince: record?.invalidSince))
         case .debounced(let last, let retryIn):
             // The on-demand budget is spent: the latest check answers instead, saying so.
             let record = context.current.record
             let seconds = max(1, retryIn.components.seconds + (retryIn.components.attoseconds > 0 ? 1 : 0))
-            return .json(.ok, .object([
-                "checked": .bool(false),
-                "outcome": last.map { .string($0.outcome.rawValue) } ?? .null,
-                "at": .date(last?.at),
-                "http_status": last?.httpStatus.map { .int(Int64($0)) } ?? .null,
-                "latency_ms": last?.latencyMilliseconds.map { .int(Int64($0)) } ?? .null,
-                "reason": last?.reason.map(JSONValue.string) ?? .null,
-                "fingerprint": record.map { .string($0.fingerprint) } ?? .null,
-                "state": record.map { .string($0.state.rawValue) } ?? .null,
-                "retry_after_seconds": .int(seconds),
-                "note": .string(
-                    "on-demand checks send at most one request per check.report_min_interval: this is the latest check's result; a follow-up check runs in \(seconds) s"),
-            ]), headers: ["Retry-After": String(seconds)])
+            return .json(.ok, Wire.Check(
+                checked: false, outcome: last?.outcome.rawValue, httpStatus: last?.httpStatus,
+                latencyMs: last?.latencyMilliseconds.map(Int64.init), reason: last?.reason,
+                fingerprint: record?.fingerprint, state: record?.state.rawValue, at: last?.at, retryAfterSeconds: seconds,
+                note: "on-demand checks send at most one request per check.report_min_interval: this is the latest check's result; a follow-up check runs in \(seconds) s"),
+                headers: ["Retry-After": String(seconds)])
         case .noCheckableKey:
             return .error(.notFound, "no_key", "no API key to check: drop one into \(context.intake.directoryPath)")
         }
@@ -410,38 +379,31 @@ package struct APIRoutes: Sendable {
         return .later {
             do {
                 let records = try await store.history(limit: count)
-                return .json(.ok, .object(["keys": .array(records.map(Self.historyEntry))]))
+                return .json(.ok, Wire.History(keys: records.map(Self.historyEntry)))
             } catch {
                 return .error(.internalServerError, "store_error", "cannot read the history: \(error)")
             }
         }
     }
 
-    static func historyEntry(_ record: KeyRecord) -> JSONValue {
-        .object([
-            "version": .int(record.id), "fingerprint": .string(record.fingerprint), "source": .string(record.source),
-            "status": .string(record.status.rawValue), "state": .string(record.state.rawValue),
-            "added_at": .date(record.addedAt), "activated_at": .date(record.activatedAt),
-            "retired_at": .date(record.retiredAt), "retire_reason": record.retireReason.map(JSONValue.string) ?? .null,
-            "last_verified_at": .date(record.lastVerifiedAt), "invalid_since": .date(record.invalidSince),
-            "secret_erased": .bool(record.secretErasedAt != nil),
-        ])
+    static func historyEntry(_ record: KeyRecord) -> Wire.HistoryEntry {
+        Wire.HistoryEntry(
+            version: record.id, fingerprint: record.fingerprint, source: record.source, status: record.status.rawValue,
+            state: record.state.rawValue, addedAt: record.addedAt, activatedAt: record.activatedAt,
+            retiredAt: record.retiredAt, retireReason: record.retireReason, lastVerifiedAt: record.lastVerifiedAt,
+            invalidSince: record.invalidSince, secretErased: record.secretErasedAt != nil)
     }
 
     func spool() async -> APIResponse {
         let counts = context.intake.counts()
         let recent = await context.intake.recentVerdicts()
-        return .json(.ok, .object([
-            "directory": .string(context.intake.directoryPath),
-            "pending": .int(Int64(counts.pending)), "rejected": .int(Int64(counts.rejected)),
-            "recent": .array(recent.reversed().map { verdict in
-                .object([
-                    "file": .string(verdict.file), "at": .date(verdict.at), "verdict": .string(verdict.verdict),
-                    "reason": verdict.reason.map(JSONValue.string) ?? .null,
-                    "fingerprint": verdict.fingerprint.map(JSONValue.string) ?? .null,
-                ])
-            }),
-        ]))
+        return .json(.ok, Wire.Spool(
+            directory: context.intake.directoryPath, pending: counts.pending, rejected: counts.rejected,
+            recent: recent.reversed().map { verdict in
+                Wire.SpoolVerdict(
+                    file: verdict.file, at: verdict.at, verdict: verdict.verdict, reason: verdict.reason,
+                    fingerprint: verdict.fingerprint)
+            }))
     }
 }
 

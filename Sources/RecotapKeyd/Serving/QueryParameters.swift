@@ -8,9 +8,7 @@ struct InvalidParameter: Error, Sendable {
     let expected: String
 
     var response: APIResponse {
-        .error(
-            .badRequest, "invalid_parameter", "\(name) must be \(expected)",
-            extra: ["parameter": .string(name)])
+        .error(.badRequest, "invalid_parameter", "\(name) must be \(expected)") { [name] in $0.parameter = name }
     }
 }
 
