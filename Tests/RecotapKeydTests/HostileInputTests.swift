@@ -111,11 +111,12 @@ struct HostileInputTests {
         #expect(await served.finish() == 0)
     }
 
-    @Test("a spool file named with an escape sequence and a newline is logged, listed and shown escaped")
+    @Test("a spool file named with an escape sequence, a newline and a tag character is logged, listed and shown escaped")
     func escapedFileName() async throws {
         let served = try await ServedDaemon(validKeys: [Self.key])
         try await served.activate(Self.key)
-        let hostile = "evil\u{1b}[2J\u{1b}]0;owned\u{07}\nKEY_ACTIVATED forged"
+        // U+E0041 (a tag character, beyond the BMP) trapped the hand-written JSON writer.
+        let hostile = "evil\u{1b}[2J\u{1b}]0;owned\u{07}\nKEY_ACTIVATED forged\u{E0041}"
         // Refused (malformed content): the name reaches SPOOL_REJECTED and /v1/spool.
         try "not a key".write(toFile: served.spool + "/" + hostile, atomically: false, encoding: .utf8)
         let escaped = #"evil\x1b[2J\x1b]0;owned\x07\nKEY_ACTIVATED forged"#
@@ -126,6 +127,8 @@ struct HostileInputTests {
         #expect(!served.daemon.output.contains("\nKEY_ACTIVATED forged"), "no forged line")
 
         let spool = try await served.curl("/v1/spool")
+        #expect(spool.status == 200)
+        #expect(spool.text.contains(#"forged\udb40\udc41"#), "a surrogate pair beyond the BMP")
         #expect(!spool.body.contains(0x1b) && !spool.body.contains(0x07), "JSON escapes control characters")
         #expect(spool.text.contains(#"evil\u001b[2J"#))
         #expect(spool.json?["recent"]?.array?.first?["file"]?.string == hostile, "the JSON still decodes to the real name")
