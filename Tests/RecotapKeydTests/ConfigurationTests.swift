@@ -113,6 +113,34 @@ struct ConfigurationTests {
         #expect(config == KeydConfiguration.defaults)
     }
 
+    @Test("the annotated config/keyd.yaml sets every key of the table, and each key's comment states the range the table enforces")
+    func annotatedProductionFile() throws {
+        let lines = try String(contentsOfFile: repositoryRoot + "/config/keyd.yaml", encoding: .utf8)
+            .split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        for key in ConfigurationKey.all {
+            let parts = key.name.split(separator: ".").map(String.init)
+            guard let section = lines.firstIndex(of: parts[0] + ":"),
+                let line = lines[(section + 1)...].firstIndex(where: { $0.hasPrefix("  " + parts[1] + ":") })
+            else {
+                Issue.record("config/keyd.yaml does not set \(key.name)")
+                continue
+            }
+            if parts.count == 3 {
+                #expect(lines[line].contains(parts[2] + ":"), "config/keyd.yaml does not set \(key.name)")
+            }
+            guard let range = key.range else { continue }
+            var comment: [String] = []
+            var above = line - 1
+            while above > section, lines[above].trimmingCharacters(in: .whitespaces).hasPrefix("#") {
+                comment.insert(lines[above], at: 0)
+                above -= 1
+            }
+            let text = comment.joined(separator: " ").replacingOccurrences(of: "#", with: " ")
+                .split(whereSeparator: \.isWhitespace).joined(separator: " ")
+            #expect(text.contains(range), "the comment on \(key.name) does not say \"\(range)\": \(text)")
+        }
+    }
+
     @Test("the development configuration keeps every path under the checkout")
     func shippedDevelopmentFile() async throws {
         let config = try await load(file: repositoryRoot + "/config/keyd.dev.yaml")

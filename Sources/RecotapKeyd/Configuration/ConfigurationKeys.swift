@@ -1,7 +1,13 @@
-/// Every configuration key the daemon knows, in one table. The loader refuses any
-/// key not listed here, and derives the environment variable and the flag of each
-/// key from its name, so the three sources can never drift apart.
-public struct ConfigurationKey: Sendable, Hashable {
+import Foundation
+import Logging
+
+/// Every configuration key the daemon knows, in one table: its name, what it accepts
+/// and where its value goes in ``KeydConfiguration``. The loader refuses any key not
+/// listed here and derives each key's environment variable and flag from its name, so
+/// the three sources can never drift apart; the validator is this table applied in
+/// order, then the few checks that relate two keys; the test of the annotated
+/// `config/keyd.yaml` reads each key's range from here.
+public struct ConfigurationKey: Sendable {
     public enum Kind: Sendable, Hashable {
         case string, path, bool, double, duration, stringArray
     }
@@ -9,6 +15,11 @@ public struct ConfigurationKey: Sendable, Hashable {
     /// Dotted name as in the YAML file: `check.backoff_min`.
     public let name: String
     public let kind: Kind
+    /// The values allowed beyond the kind, as refusals and `config/keyd.yaml` state
+    /// them ("1s to 5m"); `nil` when the kind says it all.
+    public let range: String?
+    /// Checks a value read from a source and stores it into the configuration.
+    let apply: @Sendable (_ value: ConfigurationSetting, _ config: inout KeydConfiguration) throws(ConfigurationError) -> Void
 
     /// `RECOTAP_KEYD_CHECK_BACKOFF_MIN`
     public var environmentVariable: String {
@@ -21,34 +32,129 @@ public struct ConfigurationKey: Sendable, Hashable {
     }
 
     public static let all: [ConfigurationKey] = [
-        .init(name: "api.base_url", kind: .string),
-        .init(name: "api.timeout", kind: .duration),
-        .init(name: "api.ca_file", kind: .path),
-        .init(name: "api.proxy", kind: .string),
-        .init(name: "api.allow_insecure_http", kind: .bool),
-        .init(name: "check.interval", kind: .duration),
-        .init(name: "check.jitter", kind: .double),
-        .init(name: "check.confirm_delay", kind: .duration),
-        .init(name: "check.backoff_min", kind: .duration),
-        .init(name: "check.backoff_max", kind: .duration),
-        .init(name: "check.report_min_interval", kind: .duration),
-        .init(name: "check.reminder_interval", kind: .duration),
-        .init(name: "spool.directory", kind: .path),
-        .init(name: "spool.verify_before_activate", kind: .bool),
-        .init(name: "store.path", kind: .path),
-        .init(name: "sockets.api", kind: .path),
-        .init(name: "sockets.credential", kind: .path),
-        .init(name: "sockets.mode", kind: .string),
-        .init(name: "access.readers.users", kind: .stringArray),
-        .init(name: "access.readers.groups", kind: .stringArray),
-        .init(name: "access.admins.users", kind: .stringArray),
-        .init(name: "access.admins.groups", kind: .stringArray),
-        .init(name: "access.units", kind: .stringArray),
-        .init(name: "log.target", kind: .string),
-        .init(name: "log.level", kind: .string),
+        .init("api.base_url", .string, range: "an http(s) URL") { value, config throws(ConfigurationError) in
+            config.api.baseURL = try value.baseURL()
+        },
+        .duration("api.timeout", \.api.timeout, in: .seconds(1) ... .seconds(300)),
+        .init("api.ca_file", .path, range: nil) { value, config throws(ConfigurationError) in
+            config.api.caFile = try value.string.isEmpty ? nil : value.path()
+        },
+        .init("api.proxy", .string, range: "an http:// URL") { value, config throws(ConfigurationError) in
+            config.api.proxy = try value.proxy()
+        },
+        .bool("api.allow_insecure_http", \.api.allowInsecureHTTP),
+        .duration("check.interval", \.check.interval, in: .seconds(10) ... .seconds(86_400)),
+        .init("check.jitter", .double, range: "0 to 0.5") { value, config throws(ConfigurationError) in
+            config.check.jitter = try value.double(in: 0 ... 0.5)
+        },
+        .duration("check.confirm_delay", \.check.confirmDelay, in: .zero ... .seconds(300)),
+        .duration("check.backoff_min", \.check.backoffMin, in: .seconds(1) ... .seconds(3600)),
+        .duration("check.backoff_max", \.check.backoffMax, in: .seconds(1) ... .seconds(86_400)),
+        .duration("check.report_min_interval", \.check.reportMinInterval, in: .zero ... .seconds(3600)),
+        .duration("check.reminder_interval", \.check.reminderInterval, in: .seconds(60) ... .seconds(7 * 86_400)),
+        .path("spool.directory", \.spool.directory),
+        .bool("spool.verify_before_activate", \.spool.verifyBeforeActivate),
+        .path("store.path", \.store.path),
+        .socketPath("sockets.api", \.sockets.api),
+        .socketPath("sockets.credential", \.sockets.credential),
+        .init("sockets.mode", .string, range: "0600 to 0777") { value, config throws(ConfigurationError) in
+            config.sockets.mode = try value.socketMode()
+        },
+        .names("access.readers.users", \.access.readers.users),
+        .names("access.readers.groups", \.access.readers.groups),
+        .names("access.admins.users", \.access.admins.users),
+        .names("access.admins.groups", \.access.admins.groups),
+        .init("access.units", .stringArray, range: "unit names") { value, config throws(ConfigurationError) in
+            config.access.units = try value.units()
+        },
+        .init("log.target", .string, range: "journal, console or auto") { value, config throws(ConfigurationError) in
+            guard let target = KeydConfiguration.LogTarget(rawValue: value.string) else {
+                throw value.refused("\"\(value.string)\" is not one of journal, console, auto")
+            }
+            config.log.target = target
+        },
+        .init("log.level", .string, range: Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")) {
+            value, config throws(ConfigurationError) in
+            guard let level = Logger.Level(rawValue: value.string) else {
+                let allowed = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")
+                throw value.refused("\"\(value.string)\" is not one of \(allowed)")
+            }
+            config.log.level = level
+        },
     ]
 
     public static func named(_ name: String) -> ConfigurationKey? {
         all.first { $0.name == name }
+    }
+
+    init(
+        _ name: String, _ kind: Kind, range: String?,
+        apply: @escaping @Sendable (ConfigurationSetting, inout KeydConfiguration) throws(ConfigurationError) -> Void
+    ) {
+        self.name = name
+        self.kind = kind
+        self.range = range
+        self.apply = apply
+    }
+
+    static func duration(
+        _ name: String, _ field: WritableKeyPath<KeydConfiguration, Duration> & Sendable, in range: ClosedRange<Duration>
+    ) -> ConfigurationKey {
+        let allowed = "\(DurationParsing.format(range.lowerBound)) to \(DurationParsing.format(range.upperBound))"
+        return ConfigurationKey(name, .duration, range: allowed) { value, config throws(ConfigurationError) in
+            config[keyPath: field] = try value.duration(in: range, allowed: allowed)
+        }
+    }
+
+    static func bool(_ name: String, _ field: WritableKeyPath<KeydConfiguration, Bool> & Sendable) -> ConfigurationKey {
+        ConfigurationKey(name, .bool, range: nil) { value, config in
+            if case .bool(let flag) = value.value { config[keyPath: field] = flag }
+        }
+    }
+
+    static func path(_ name: String, _ field: WritableKeyPath<KeydConfiguration, String> & Sendable) -> ConfigurationKey {
+        ConfigurationKey(name, .path, range: nil) { value, config throws(ConfigurationError) in
+            config[keyPath: field] = try value.path()
+        }
+    }
+
+    static func socketPath(_ name: String, _ field: WritableKeyPath<KeydConfiguration, String> & Sendable) -> ConfigurationKey {
+        ConfigurationKey(name, .path, range: "at most 107 bytes") { value, config throws(ConfigurationError) in
+            let resolved = try value.path()
+            // sun_path holds 108 bytes including the terminating NUL.
+            guard resolved.utf8.count <= 107 else {
+                throw value.refused("\(resolved) is \(resolved.utf8.count) bytes long; a Unix socket path may have at most 107")
+            }
+            config[keyPath: field] = resolved
+        }
+    }
+
+    static func names(_ name: String, _ field: WritableKeyPath<KeydConfiguration, [String]> & Sendable) -> ConfigurationKey {
+        ConfigurationKey(name, .stringArray, range: "user or group names") { value, config throws(ConfigurationError) in
+            config[keyPath: field] = try value.names()
+        }
+    }
+}
+
+/// A value one source gives a key, typed by the key's kind, and where it came from.
+struct ConfigurationSetting: Sendable {
+    enum Value: Sendable {
+        case string(String)
+        case bool(Bool)
+        case double(Double)
+        case strings([String])
+    }
+
+    var key: String
+    var value: Value
+    var origin: ConfigurationLoader.Source
+
+    func refused(_ message: String) -> ConfigurationError {
+        ConfigurationError(key: key, source: origin.description, message: message)
+    }
+
+    var string: String {
+        if case .string(let text) = value { return text }
+        return ""
     }
 }

@@ -1,17 +1,19 @@
 import Configuration
 import Foundation
 import Logging
-import SystemPackage
 import Yams
 
 /// Builds a ``KeydConfiguration`` from its three sources: the YAML file, the
 /// `RECOTAP_KEYD_*` environment and command-line flags (flags win over the
 /// environment, which wins over the file, which wins over the defaults).
 ///
-/// swift-configuration does the layering and the typed reads. Before that, the file
-/// and the environment are walked once against ``ConfigurationKey/all`` so that an
-/// unknown key — usually a typo that would otherwise silently leave a default in
-/// force — stops the start with its name.
+/// swift-configuration does the layering and the typed reads. The file is parsed once,
+/// by Yams, and walked against ``ConfigurationKey/all`` — so that an unknown key,
+/// usually a typo that would otherwise silently leave a default in force, stops the
+/// start with its name — and its values reach swift-configuration as an
+/// `InMemoryProvider`: its `FileProvider<YAMLSnapshot>` would parse the file a second
+/// time and does not tell which keys a file sets. The environment is walked the same
+/// way before `EnvironmentVariablesProvider` reads it.
 public struct ConfigurationLoader: Sendable {
     /// The YAML file; `nil` reads nothing.
     public var filePath: String?
@@ -75,51 +77,46 @@ public struct ConfigurationLoader: Sendable {
             EnvironmentVariablesProvider(environmentVariables: environmentKeys.variables)
                 .prefixKeys(with: ConfigKey(["recotap_keyd"])),
         ]
-        if let file, !file.keys.isEmpty {
-            do {
-                providers.append(
-                    try await FileProvider<YAMLSnapshot>(filePath: FilePath(file.path))
-                )
-            } catch {
-                throw ConfigurationError(key: nil, source: file.path, message: "cannot read: \(error)")
-            }
+        if let file, !file.values.isEmpty {
+            providers.append(InMemoryProvider(name: file.path, values: file.values))
         }
         let reader = ConfigReader(providers: providers)
 
         func source(of key: ConfigurationKey) -> Source? {
             if flags[key.name] != nil { return .flag(key.flag) }
             if environmentKeys.present.contains(key.name) { return .environment(key.environmentVariable) }
-            if let file, file.keys.contains(key.name) { return .file(file.path) }
+            if let file, file.values[Self.configKey(key.name)] != nil { return .file(file.path) }
             return nil
         }
 
-        var values = RawValues()
+        var settings: [String: ConfigurationSetting] = [:]
         for key in ConfigurationKey.all {
             guard let origin = source(of: key) else { continue }
             let configKey = ConfigKey(key.name.split(separator: ".").map(String.init))
+            let value: ConfigurationSetting.Value
             do {
                 switch key.kind {
-                case .string, .duration, .path:
-                    values.strings[key.name] = try reader.requiredString(forKey: configKey)
-                case .bool:
-                    values.bools[key.name] = try reader.requiredBool(forKey: configKey)
-                case .double:
-                    values.doubles[key.name] = try reader.requiredDouble(forKey: configKey)
-                case .stringArray:
-                    values.arrays[key.name] = try reader.requiredStringArray(forKey: configKey)
+                case .string, .duration, .path: value = .string(try reader.requiredString(forKey: configKey))
+                case .bool: value = .bool(try reader.requiredBool(forKey: configKey))
+                case .double: value = .double(try reader.requiredDouble(forKey: configKey))
+                case .stringArray: value = .strings(try reader.requiredStringArray(forKey: configKey))
                 }
             } catch {
                 throw ConfigurationError(
                     key: key.name, source: origin.description, message: "expected \(key.kind.expectation)")
             }
-            values.origins[key.name] = origin
+            settings[key.name] = ConfigurationSetting(key: key.name, value: value, origin: origin)
         }
-        return try ConfigurationValidator(values: values).build()
+        return try ConfigurationValidator(settings: settings).build()
+    }
+
+    private static func configKey(_ name: String) -> AbsoluteConfigKey {
+        AbsoluteConfigKey(name.split(separator: ".").map(String.init))
     }
 
     // MARK: - Sources
 
-    enum Source: CustomStringConvertible {
+    enum Source: CustomStringConvertible, Sendable {
         case file(String), environment(String), flag(String)
         var description: String {
             switch self {
@@ -132,8 +129,8 @@ public struct ConfigurationLoader: Sendable {
 
     private struct FileContents {
         var path: String
-        /// Dotted names of the leaf keys the file sets.
-        var keys: Set<String>
+        /// The values the file sets, typed by their keys' kinds.
+        var values: [AbsoluteConfigKey: ConfigValue]
     }
 
     private func readFile() throws(ConfigurationError) -> FileContents? {
@@ -151,15 +148,15 @@ public struct ConfigurationLoader: Sendable {
         } catch {
             throw ConfigurationError(key: nil, source: filePath, message: "not valid YAML: \(error)")
         }
-        var keys: Set<String> = []
+        var values: [AbsoluteConfigKey: ConfigValue] = [:]
         // An empty file, one with only comments, or a bare `~` sets nothing.
         if let node, node.null == nil {
             guard case .mapping(let mapping) = node else {
                 throw ConfigurationError(key: nil, source: filePath, message: "the top level must be a mapping of sections (api, check, spool, …)")
             }
-            try Self.collectKeys(mapping, prefix: [], into: &keys, path: filePath)
+            try Self.collectValues(mapping, prefix: [], into: &values, path: filePath)
         }
-        return FileContents(path: filePath, keys: keys)
+        return FileContents(path: filePath, values: values)
     }
 
     private static let sections: Set<String> = Set(
@@ -169,8 +166,8 @@ public struct ConfigurationLoader: Sendable {
         }
     )
 
-    private static func collectKeys(
-        _ mapping: Node.Mapping, prefix: [String], into keys: inout Set<String>, path: String
+    private static func collectValues(
+        _ mapping: Node.Mapping, prefix: [String], into values: inout [AbsoluteConfigKey: ConfigValue], path: String
     ) throws(ConfigurationError) {
         for (keyNode, value) in mapping {
             guard let name = keyNode.string else {
@@ -180,24 +177,17 @@ public struct ConfigurationLoader: Sendable {
             if sections.contains(dotted) {
                 switch value {
                 case .mapping(let inner):
-                    try collectKeys(inner, prefix: prefix + [name], into: &keys, path: path)
+                    try collectValues(inner, prefix: prefix + [name], into: &values, path: path)
                 case .scalar where value.null != nil:
                     continue  // `check:` with nothing under it
                 default:
                     throw ConfigurationError(key: dotted, source: path, message: "expected a section (a mapping of keys)")
                 }
             } else if let key = ConfigurationKey.named(dotted) {
-                switch (key.kind, value) {
-                case (.stringArray, .sequence(let sequence)):
-                    if sequence.contains(where: { $0.scalar == nil }) {
-                        throw ConfigurationError(key: dotted, source: path, message: "expected \(key.kind.expectation)")
-                    }
-                case (.stringArray, _), (_, .sequence), (_, .mapping):
+                guard let content = content(of: value, as: key.kind) else {
                     throw ConfigurationError(key: dotted, source: path, message: "expected \(key.kind.expectation)")
-                default:
-                    break
                 }
-                keys.insert(dotted)
+                values[configKey(dotted)] = ConfigValue(content, isSecret: false)
             } else {
                 let section = prefix.joined(separator: ".")
                 let known = ConfigurationKey.all.map(\.name).filter {
@@ -207,6 +197,25 @@ public struct ConfigurationLoader: Sendable {
                     ? "known sections: " + Set(known.map { String($0.split(separator: ".")[0]) }).sorted().joined(separator: ", ")
                     : "known keys here: " + known.joined(separator: ", ")
                 throw ConfigurationError(key: dotted, source: path, message: "unknown key (\(hint))")
+            }
+        }
+    }
+
+    /// A YAML value as the kind of its key; `nil` when it is not one (a `null` is none).
+    private static func content(of node: Node, as kind: ConfigurationKey.Kind) -> ConfigContent? {
+        switch (kind, node) {
+        case (.stringArray, .sequence(let sequence)):
+            let names = sequence.compactMap(\.scalar?.string)
+            return names.count == sequence.count ? .stringArray(names) : nil
+        case (.stringArray, _), (_, .sequence), (_, .mapping), (_, .alias):
+            return nil
+        case (_, .scalar(let scalar)):
+            guard node.null == nil else { return nil }
+            switch kind {
+            case .string, .path, .duration: return .string(scalar.string)
+            case .bool: return node.bool.map(ConfigContent.bool)
+            case .double: return node.float.map(ConfigContent.double)
+            case .stringArray: return nil
             }
         }
     }
@@ -284,13 +293,4 @@ extension ConfigurationKey.Kind {
         case .stringArray: "a list of names (in YAML [a, b]; in the environment or a flag a,b)"
         }
     }
-}
-
-/// The typed values read from the sources, before range checks.
-struct RawValues {
-    var strings: [String: String] = [:]
-    var bools: [String: Bool] = [:]
-    var doubles: [String: Double] = [:]
-    var arrays: [String: [String]] = [:]
-    var origins: [String: ConfigurationLoader.Source] = [:]
 }
