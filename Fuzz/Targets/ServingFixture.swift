@@ -45,9 +45,12 @@ package final class ServingFixture: Sendable {
                 access.readers.users = ["4242"]
                 access.readers.groups = []
                 access.admins.groups = []
-                return ServingContext(
+                let context = ServingContext(
                     store: store, checker: checker, intake: intake, policy: AccessPolicy(access: access, ownUID: 0),
                     limits: .standard, logger: logger)
+                // What the daemon's RequestWorkService does, for the fixture's lifetime (the process's).
+                Task.detached { await context.work.run() }
+                return context
             } catch {
                 fatalError("the fuzz fixture cannot be built in \(directory): \(error)")
             }

@@ -13,8 +13,6 @@ public struct CheckSchedulerService: Service, CustomStringConvertible {
     let clock: any SchedulerClock
     let readiness: Readiness
     let progress: ProgressMonitor
-    /// Run when the loop has ended (closes the API client's connection pool).
-    let onStop: @Sendable () async -> Void
     /// Test seam for the system tests (`KEYD_TEST_STALL_FILE`): while this file holds
     /// the daemon's pid, the loop stops turning — as a hung check would — so that the
     /// watchdog's reaction can be seen under a real systemd. Looked at when a round
@@ -35,7 +33,6 @@ public struct CheckSchedulerService: Service, CustomStringConvertible {
                 await checker.waitForWork(until: next)
             }
         }
-        await onStop()
     }
 
     static func holdsOwnPID(_ path: String) -> Bool {

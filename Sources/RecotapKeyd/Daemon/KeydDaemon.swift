@@ -26,6 +26,9 @@ public struct KeydDaemon: Sendable {
     /// Set when the daemon was built with a way to re-read its configuration (SIGHUP).
     public let reloader: ConfigurationReloader?
     public let serviceGroup: ServiceGroup
+    /// The inotify watch, the sockets and the API client, closed after the service
+    /// group ends (``run()``).
+    let owned: OwnedResources
 
     /// How long past `api.timeout` the scheduler's loop may take to answer the
     /// watchdog's probe (a round may legitimately take one check).
@@ -48,18 +51,23 @@ public struct KeydDaemon: Sendable {
         let store = try KeyStore(path: configuration.store.path)
         let spool = try SpoolDirectory(path: configuration.spool.directory)
         for warning in spool.warnings { logger.warning("\(warning)", metadata: ["spool.directory": .string(spool.path)]) }
-        let inotify = try InotifyWatch.descriptor(directory: spool.path)
+        // Each resource is owned from the moment it is open; a later step that fails
+        // closes what is open, newest first (``OwnedResources``).
+        let owned = OwnedResources()
+        let inotifyDescriptor = try InotifyWatch.descriptor(directory: spool.path)
+        let descriptorHandle = owned.own { close(inotifyDescriptor) }
+        let inotify = try await owned.step { try await InotifyWatch.channel(descriptor: inotifyDescriptor) }
+        owned.release(descriptorHandle)  // the channel owns the descriptor now
+        owned.own { try? await inotify.channel.close() }
         let watchingSince = clock.now
         let policy = AccessPolicy(access: configuration.access)
         policy.warnAboutUnresolved(logger)
-        let sockets: ListeningSockets
-        do {
-            sockets = try ListeningSockets.open(
-                sockets: configuration.sockets, group: policy.socketGroup,
-                inherited: inheritedSockets)
-        } catch {
-            close(inotify)
-            throw error
+        let sockets = try await owned.step {
+            try ListeningSockets.open(sockets: configuration.sockets, group: policy.socketGroup, inherited: inheritedSockets)
+        }
+        let socketsHandle = owned.own {
+            sockets.api.closeIfBound()
+            sockets.credential.closeIfBound()
         }
         for socket in [sockets.api, sockets.credential] {
             if let warning = socket.warning {
@@ -68,30 +76,21 @@ public struct KeydDaemon: Sendable {
             logger.debug(
                 "\(socket.name) socket \(socket.origin == .inherited ? "passed by systemd" : "bound") at \(socket.path)")
         }
-        // The HTTP client is created last of all that can fail: AsyncHTTPClient insists
-        // on a shutdown before it goes away, and nothing below throws.
         let apiClient: any KeyCheckingClient
-        let closeClient: @Sendable () async -> Void
         if let client {
             apiClient = client
-            closeClient = {}
         } else {
-            let real: RecotapAPIClient
-            do {
-                real = try RecotapAPIClient(
+            let real = try await owned.step {
+                try RecotapAPIClient(
                     api: configuration.api, retryAfterCap: configuration.check.backoffMax, environment: environment,
                     clock: clock)
-            } catch {
-                close(inotify)
-                sockets.api.closeIfBound()
-                sockets.credential.closeIfBound()
-                throw error
             }
+            // AsyncHTTPClient insists on a shutdown before it goes away.
+            owned.own { await real.shutdown() }
             if let proxy = real.proxyDescription {
                 logger.info("API requests go through the proxy \(proxy)")
             }
             apiClient = real
-            closeClient = { await real.shutdown() }
         }
         let readiness = Readiness()
         // The checker follows the store's published key (a newly activated key wakes
@@ -108,24 +107,29 @@ public struct KeydDaemon: Sendable {
 
         let serving = ServingContext(
             store: store, checker: checker, intake: intake, policy: policy, limits: limits, logger: logger,
-            startedAt: clock.now)
-        let server: SocketServer
-        do {
-            server = try await SocketServer.start(sockets: sockets, context: serving, group: servingLoops)
-        } catch {
-            await closeClient()
-            close(inotify)
-            throw ServingSetupError(path: configuration.sockets.api, message: "cannot start serving: \(error)")
+            clock: clock)
+        owned.release(socketsHandle)  // the server owns the sockets from its start on, failed or not
+        let server = try await owned.step {
+            do {
+                return try await SocketServer.start(sockets: sockets, context: serving, group: servingLoops)
+            } catch {
+                throw ServingSetupError(path: configuration.sockets.api, message: "cannot start serving: \(error)")
+            }
         }
+        owned.own { await server.close() }
 
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: LifecycleService(
-                configuration: configuration, store: store, notifier: notifier, readiness: readiness, logger: logger)),
+                configuration: configuration, store: store, notifier: notifier, readiness: readiness, logger: logger,
+                clock: clock)),
             .init(service: CheckSchedulerService(
                 checker: checker, clock: clock, readiness: readiness, progress: progress,
-                onStop: closeClient, stallFile: environment["KEYD_TEST_STALL_FILE"])),
+                stallFile: environment["KEYD_TEST_STALL_FILE"])),
             .init(service: SpoolService(
-                intake: intake, descriptor: inotify, watchingSince: watchingSince, readiness: readiness, logger: logger)),
+                intake: intake, inotify: inotify, watchingSince: watchingSince, readiness: readiness, logger: logger)),
+            // Shut down in reverse: the sockets stop accepting before the work
+            // requests started is cancelled.
+            .init(service: RequestWorkService(work: serving.work)),
             .init(service: ServingService(server: server)),
         ]
         let reloader = reload.map {
@@ -152,11 +156,18 @@ public struct KeydDaemon: Sendable {
         )
         return KeydDaemon(
             configuration: configuration, store: store, checker: checker, intake: intake, server: server,
-            serving: serving, reloader: reloader, serviceGroup: group)
+            serving: serving, reloader: reloader, serviceGroup: group, owned: owned)
     }
 
-    /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully; then, or when a
+    /// service fails, closes what the builder opened, newest first.
     public func run() async throws {
-        try await serviceGroup.run()
+        do {
+            try await serviceGroup.run()
+        } catch {
+            await owned.closeAll()
+            throw error
+        }
+        await owned.closeAll()
     }
 }

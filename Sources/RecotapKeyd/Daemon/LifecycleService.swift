@@ -11,6 +11,7 @@ struct LifecycleService: Service, CustomStringConvertible {
     let notifier: SystemdNotifier
     let readiness: Readiness
     let logger: Logger
+    let clock: any SchedulerClock
 
     // swift-service-lifecycle logs services by their description; the default one
     // would dump every stored property.
@@ -19,7 +20,7 @@ struct LifecycleService: Service, CustomStringConvertible {
     func run() async throws {
         let active = try await store.activeKey()
         let status = KeyStatusText.describe(
-            active: active, spoolDirectory: configuration.spool.directory, now: Date())
+            active: active, spoolDirectory: configuration.spool.directory, now: clock.now)
         var metadata: Logger.Metadata = ["store.path": .string(configuration.store.path)]
         if let active {
             metadata[LogKey.keyFingerprint] = .string(active.fingerprint)

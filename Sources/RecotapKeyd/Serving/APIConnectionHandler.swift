@@ -80,7 +80,12 @@ final class APIConnectionHandler: ChannelInboundHandler {
             write(response, keepAlive: keepAlive, version: version, context: context)
         case .later(let work):
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            context.eventLoop.makeFutureWithTask(work).whenSuccess { response in
+            let answer = context.eventLoop.makePromise(of: APIResponse.self)
+            let submitted = self.context.work.submit { answer.succeed(await work()) }
+            if !submitted {
+                answer.succeed(.error(.serviceUnavailable, "shutting_down", "recotap-keyd is shutting down"))
+            }
+            answer.futureResult.whenSuccess { response in
                 let (handler, context) = bound.value
                 handler.write(response, keepAlive: keepAlive, version: version, context: context)
             }

@@ -278,7 +278,7 @@ package struct APIRoutes: Sendable {
                 metadata)
         }
         let checker = context.checker
-        Task { _ = await checker.checkNow(reason: .consumerReport) }
+        context.work.submit { _ = await checker.checkNow(reason: .consumerReport) }
         return Self.after(logged, .json(.accepted, Wire.ReportAccepted(
             accepted: true, fingerprint: fingerprint,
             message: "a check of the key was requested (at most one per check.report_min_interval)")))
@@ -333,7 +333,7 @@ package struct APIRoutes: Sendable {
                 active: connections.active, noRole: connections.noRole, longPolls: connections.longPolls,
                 refused: connections.refused, denied: connections.denied, requests: connections.requests),
             peerLog: Wire.PeerLogCounts(written: context.peerLog.counts.written, suppressed: context.peerLog.counts.suppressed),
-            uptimeSeconds: Saturating.int64(Date().timeIntervalSince(context.startedAt)) ?? 0,
+            uptimeSeconds: Saturating.int64(context.clock.now.timeIntervalSince(context.startedAt)) ?? 0,
             daemonVersion: KeydVersion.current))
     }
 

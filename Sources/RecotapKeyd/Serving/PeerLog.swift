@@ -89,9 +89,13 @@ public final class PeerLog: Sendable {
     /// Rung when a window first suppresses an entry: its summaries fall due at its end.
     let summariesOwed = Wakeup()
 
-    public init(logger: Logger, limits: Limits = Limits()) {
+    /// Tells the time of every entry and window.
+    private let clock: any SchedulerClock
+
+    public init(logger: Logger, limits: Limits = Limits(), clock: any SchedulerClock = SystemSchedulerClock()) {
         self.logger = logger
         self.limits = limits
+        self.clock = clock
     }
 
     /// Logs one entry caused by `peer` as `logged`, unless its uid has had its share
@@ -103,10 +107,11 @@ public final class PeerLog: Sendable {
     /// answer may exit before its `/proc/PID/comm` is read.
     @discardableResult
     func record(
-        _ kind: Kind, _ logged: Logged, peer: Peer, limited: Bool = true, at now: Date = Date(),
+        _ kind: Kind, _ logged: Logged, peer: Peer, limited: Bool = true, at time: Date? = nil,
         _ entry: @escaping @Sendable (_ comm: String?) -> (String, Logger.Metadata)
     ) -> EventLoopFuture<Void>? {
         if case .level(let level) = logged, level < logger.logLevel { return nil }
+        let now = time ?? clock.now
         let (admitted, ended, firstSuppressed) = state.withLock {
             state -> (Bool, (start: Date, ended: [(uid: UInt32, share: Share)])?, Bool) in
             let ended = state.roll(at: now, window: limits.window)
@@ -160,7 +165,8 @@ public final class PeerLog: Sendable {
     /// Ends the window if it is over and logs its summaries. Called by the serving
     /// service when a window that suppressed entries ends (a window also ends at the
     /// first entry after it).
-    public func flush(now: Date = Date()) {
+    public func flush(now time: Date? = nil) {
+        let now = time ?? clock.now
         let limits = self.limits
         guard let ended = state.withLock({ $0.roll(at: now, window: limits.window) }) else { return }
         summarise(ended.ended, since: ended.start)

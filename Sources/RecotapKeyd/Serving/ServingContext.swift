@@ -14,15 +14,20 @@ public final class ServingContext: Sendable {
     public let counters: ServingCounters
     public let limits: ServingLimits
     public let peerLog: PeerLog
+    /// What requests start off the event loops, run by the daemon's ``RequestWorkService``.
+    public let work = RequestWork()
     /// `GET /v1/key`'s answer, built once per key.
     package let keyAnswers = PreparedKeyAnswers()
     let logger: Logger
+    /// The daemon's clock: uptime, the peer log's windows and their summaries.
+    let clock: any SchedulerClock
     let startedAt: Date
     private let policyBox: Mutex<AccessPolicy>
 
     public init(
         store: KeyStore, checker: KeyChecker, intake: SpoolIntake, policy: AccessPolicy, limits: ServingLimits,
-        logger: Logger, startedAt: Date = Date(), peerLogLimits: PeerLog.Limits = PeerLog.Limits()
+        logger: Logger, clock: any SchedulerClock = SystemSchedulerClock(), startedAt: Date? = nil,
+        peerLogLimits: PeerLog.Limits = PeerLog.Limits()
     ) {
         self.current = store.current
         self.store = store
@@ -30,9 +35,10 @@ public final class ServingContext: Sendable {
         self.intake = intake
         self.counters = ServingCounters(limits: limits)
         self.limits = limits
-        self.peerLog = PeerLog(logger: logger, limits: peerLogLimits)
+        self.peerLog = PeerLog(logger: logger, limits: peerLogLimits, clock: clock)
         self.logger = logger
-        self.startedAt = startedAt
+        self.clock = clock
+        self.startedAt = startedAt ?? clock.now
         self.policyBox = Mutex(policy)
     }
 

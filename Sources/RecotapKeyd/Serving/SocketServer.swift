@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,6 +15,7 @@ import Glibc
 public final class SocketServer: Sendable {
     public let sockets: ListeningSockets
     private let channels: [any Channel]
+    private let closed = Mutex(false)
     let context: ServingContext
 
     private init(sockets: ListeningSockets, channels: [any Channel], context: ServingContext) {
@@ -36,15 +38,22 @@ public final class SocketServer: Sendable {
                 serveCredential(on: channel, to: peer, context: context)
             }.withBoundSocket(sockets.credential.descriptor).get())
         } catch {
+            // The sockets are this function's from its start: a wrapped one is closed
+            // with its channel, the other directly; files bound here are removed.
             for channel in channels { try? await channel.close() }
+            for (index, socket) in [sockets.api, sockets.credential].enumerated() where socket.origin == .bound {
+                if index >= channels.count { Glibc.close(socket.descriptor) }
+                unlink(socket.path)
+            }
             throw error
         }
         return SocketServer(sockets: sockets, channels: channels, context: context)
     }
 
     /// Stops accepting and removes the socket files bound here (never those systemd
-    /// passed: they belong to the socket unit).
+    /// passed: they belong to the socket unit). Only the first call does anything.
     public func close() async {
+        guard closed.withLock({ closed in defer { closed = true }; return !closed }) else { return }
         for channel in channels { try? await channel.close() }
         for socket in [sockets.api, sockets.credential] where socket.origin == .bound {
             unlink(socket.path)
@@ -180,11 +189,12 @@ struct ServingService: Service, CustomStringConvertible {
 
     func run() async throws {
         let peerLog = server.context.peerLog
+        let clock = server.context.clock
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await peerLog.summariesOwed.wait()
                 while let due = peerLog.summariesDue(), !Task.isCancelled {
-                    try? await SystemSchedulerClock.sleep(for: max(due.since(Date()), .milliseconds(10)))
+                    try? await clock.sleep(for: max(due.since(clock.now), .milliseconds(10)))
                     peerLog.flush()
                 }
             }

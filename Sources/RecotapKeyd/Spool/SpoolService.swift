@@ -8,8 +8,8 @@ import ServiceLifecycle
 /// directory, and everything again if the kernel's event queue overflowed.
 public struct SpoolService: Service, CustomStringConvertible {
     let intake: SpoolIntake
-    /// The inotify descriptor, opened (and so checked) before `READY=1`.
-    let descriptor: CInt
+    /// The inotify watch, opened (and so checked) before `READY=1`.
+    let inotify: NIOAsyncChannel<ByteBuffer, Never>
     /// When the watch was set up: files modified after it bring their own events.
     let watchingSince: Date
     let readiness: Readiness
@@ -28,8 +28,7 @@ public struct SpoolService: Service, CustomStringConvertible {
 
     public func run() async throws {
         try await runUntilGracefulShutdown(after: readiness) {
-            let channel = try await InotifyWatch.channel(descriptor: descriptor)
-            try await channel.executeThenClose { inbound, _ in
+            try await inotify.executeThenClose { inbound, _ in
                 // Files left while the daemon was down. 50 ms of slack: a file
                 // closed just before the watch began has no event of its own.
                 await intake.processAll(modifiedBefore: watchingSince.addingTimeInterval(0.05))
