@@ -191,6 +191,20 @@ struct PipelinedTimeoutTests {
         _ = try? await channel.finish(acceptAlreadyClosed: true)
     }
 
+    @Test("a last answer (Connection: close) the peer never takes is dropped with the connection at the read timeout, not held forever")
+    func unreadLastAnswer() async throws {
+        let channel = try await connect()
+        // In front of the real handlers: writes that never complete, as on a socket
+        // whose peer never reads.
+        try await channel.pipeline.addHandler(NeverWritten(), position: .first)
+        try await channel.writeInbound(ByteBuffer(string: "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"))
+        await channel.testingEventLoop.advanceTime(by: .seconds(5))
+        #expect(channel.isActive, "closed before its answer could be taken")
+        await channel.testingEventLoop.advanceTime(by: .seconds(6))
+        #expect(!channel.isActive, "still open 11 s after an answer nobody takes")
+        _ = try? await channel.finish(acceptAlreadyClosed: true)
+    }
+
     @Test("half a request pipelined behind a long poll gets its 408 at the read timeout after the answer, not at the idle timeout")
     func partialRequestAfterPipelinedAnswer() async throws {
         let channel = try await connect()
@@ -209,5 +223,23 @@ struct PipelinedTimeoutTests {
         let late = try await channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) } ?? ""
         #expect(late.hasPrefix("HTTP/1.1 408 Request Timeout"), "\(late.prefix(40))")
         _ = try? await channel.finish(acceptAlreadyClosed: true)
+    }
+}
+
+/// Holds every write unfinished until the channel closes: a peer that never reads.
+private final class NeverWritten: ChannelOutboundHandler, @unchecked Sendable {
+    typealias OutboundIn = Any
+    private var held: [EventLoopPromise<Void>] = []
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if let promise { held.append(promise) }
+    }
+
+    func flush(context: ChannelHandlerContext) {}
+
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        for promise in held { promise.fail(ChannelError.ioOnClosedChannel) }
+        held = []
+        context.close(mode: mode, promise: promise)
     }
 }
