@@ -6,6 +6,14 @@ import Testing
 
 @Suite("Journal")
 struct JournalTests {
+    @Test("console time stamps are ISO 8601 in UTC, as Foundation writes them")
+    func consoleTimestamps() {
+        #expect(ConsoleLogHandler.timestamp(0) == "1970-01-01T00:00:00Z")
+        for seconds in [946_684_799, 1_800_000_000, 4_102_444_800] {
+            #expect(ConsoleLogHandler.timestamp(time_t(seconds)) == Date(timeIntervalSince1970: Double(seconds)).formatted(.iso8601))
+        }
+    }
+
     @Test("an event with metadata becomes the documented journal fields")
     func eventFields() throws {
         let capture = Capture()

@@ -114,14 +114,32 @@ public enum CheckClassifier {
     /// `customMessage`, else `message` (a string or a list of strings), from an error
     /// body of the documented shape; nil when the body is not such JSON.
     static func message(fromBody body: [UInt8]) -> String? {
-        guard !body.isEmpty,
-            let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any]
-        else { return nil }
-        for field in ["customMessage", "message"] {
-            if let text = object[field] as? String, !text.isEmpty { return text }
-            if let list = object[field] as? [String], !list.isEmpty { return list.joined(separator: "; ") }
+        guard !body.isEmpty, let error = try? JSONDecoder().decode(APIErrorBody.self, from: Data(body)) else { return nil }
+        return [error.customMessage, error.message].lazy.compactMap { $0 }.first
+    }
+
+    /// The fields of the API's error body that explain it; a field of another type
+    /// (or empty) counts as absent, never as a failure to read the others.
+    private struct APIErrorBody: Decodable {
+        var customMessage: String?
+        var message: String?
+
+        enum CodingKeys: String, CodingKey { case customMessage, message }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            customMessage = Self.text(container, .customMessage)
+            message = Self.text(container, .message)
         }
-        return nil
+
+        /// A string, or a list of strings joined with "; ".
+        private static func text(_ container: KeyedDecodingContainer<CodingKeys>, _ key: CodingKeys) -> String? {
+            if let text = try? container.decodeIfPresent(String.self, forKey: key), !text.isEmpty { return text }
+            if let list = try? container.decodeIfPresent([String].self, forKey: key), !list.isEmpty {
+                return list.joined(separator: "; ")
+            }
+            return nil
+        }
     }
 
     /// One line, printable, at most 200 characters: it ends up in the journal.

@@ -41,10 +41,24 @@ public struct ConsoleLogHandler: LogHandler {
         let fields = merged.sorted { $0.key < $1.key }.map {
             "\($0.key)=\(Self.quote(TerminalSafe.escape(JournalFields.render($0.value))))"
         }
-        let time = Date().formatted(.iso8601)
+        let time = Self.timestamp(time(nil))
         let line = ([time, event.level.rawValue, "\(label):", TerminalSafe.escape(event.message.description)] + fields)
             .joined(separator: " ")
         write(line + "\n")
+    }
+
+    /// `2026-11-29T13:11:08Z`: ISO 8601 in UTC, by `gmtime_r` (`Date.formatted`
+    /// looks up the time zone through ICU: a megabyte of resident pages for a log line).
+    static func timestamp(_ seconds: time_t) -> String {
+        var seconds = seconds
+        var parts = tm()
+        guard gmtime_r(&seconds, &parts) != nil else { return "?" }
+        func padded(_ value: Int32, _ width: Int) -> String {
+            let digits = String(value)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        return padded(parts.tm_year + 1900, 4) + "-" + padded(parts.tm_mon + 1, 2) + "-" + padded(parts.tm_mday, 2)
+            + "T" + padded(parts.tm_hour, 2) + ":" + padded(parts.tm_min, 2) + ":" + padded(parts.tm_sec, 2) + "Z"
     }
 
     static func quote(_ value: String) -> String {
