@@ -151,7 +151,9 @@ struct ConfigurationTests {
         #expect(config.log.target == .console)
     }
 
-    @Test("an empty file, a comment-only file and empty sections set nothing", arguments: ["", "# nothing\n", "~\n", "check:\napi:\n"])
+    @Test("an empty file, a comment-only file, empty sections and empty values of string keys set nothing", arguments: [
+        "", "# nothing\n", "~\n", "check:\napi:\n", "api:\n  ca_file:\n  proxy: \"\"\n",
+    ])
     func emptyFiles(_ text: String) async throws {
         let dir = try TemporaryDirectory()
         #expect(try await load(file: try dir.write("keyd.yaml", text)) == KeydConfiguration.defaults)

@@ -60,6 +60,31 @@ private struct Harness {
 
 @Suite("Key checker (scripted API, manual clock)")
 struct KeyCheckerTests {
+    @Test("10,000 reports while the API hangs cost one waiting task and one request; the task ends once the API answers")
+    func reportFloodIsCoalesced() async throws {
+        let h = try await Harness()
+        await h.checker.tick()
+        #expect(h.client.calls.count == 1)
+        h.clock.advance(by: .seconds(60))
+        h.client.hold()
+        let work = RequestWork()
+        let runner = Task { await work.run() }
+        let reports = ReportChecks()
+        var outcomes: [ReportChecks.Outcome: Int] = [:]
+        for _ in 0..<10_000 { outcomes[reports.request(h.checker, on: work), default: 0] += 1 }
+        #expect(outcomes == [.started: 1, .coalesced: 9_999])
+        #expect(try await eventually { h.client.calls.count == 2 }, "the first report's check reaches the API")
+        h.client.release()
+        // The follow-up for the 9,999 is within report_min_interval: answered by the
+        // latest check, and the task ends; a new report starts a new one.
+        #expect(try await eventually { !reports.isRunning })
+        #expect(h.client.calls.count == 2)
+        #expect(reports.request(h.checker, on: work) == .started)
+        work.finish()
+        await runner.value
+        #expect(reports.request(h.checker, on: work) == .refused)
+    }
+
     @Test("a valid key is checked at start and then every interval, and STATUS says so")
     func validSchedule() async throws {
         let h = try await Harness()

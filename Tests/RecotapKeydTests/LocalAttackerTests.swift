@@ -205,6 +205,18 @@ struct PipelinedTimeoutTests {
         _ = try? await channel.finish(acceptAlreadyClosed: true)
     }
 
+    @Test("a 408 the peer never takes is dropped with the connection a read timeout later, not held forever")
+    func unreadTimeoutAnswer() async throws {
+        let channel = try await connect()
+        try await channel.pipeline.addHandler(NeverWritten(), position: .first)
+        try await channel.writeInbound(ByteBuffer(string: "GET /v1/key HTTP/1.1\r\nHost: t\r\nX-Pad: "))
+        await channel.testingEventLoop.advanceTime(by: .seconds(11))
+        #expect(channel.isActive, "the 408 is written at the read timeout; its peer gets a read timeout to take it")
+        await channel.testingEventLoop.advanceTime(by: .seconds(11))
+        #expect(!channel.isActive, "still open with a 408 nobody takes")
+        _ = try? await channel.finish(acceptAlreadyClosed: true)
+    }
+
     @Test("half a request pipelined behind a long poll gets its 408 at the read timeout after the answer, not at the idle timeout")
     func partialRequestAfterPipelinedAnswer() async throws {
         let channel = try await connect()

@@ -213,6 +213,8 @@ public struct ConfigurationLoader: Sendable {
         case (.stringArray, _), (_, .sequence), (_, .mapping), (_, .alias):
             return nil
         case (_, .scalar(let scalar)):
+            // `ca_file:` with nothing after it is the empty string, as `""` is.
+            if scalar.string.isEmpty, [.string, .path, .duration].contains(kind) { return .string("") }
             guard node.null == nil else { return nil }
             switch kind {
             case .string, .path, .duration: return .string(scalar.string)

@@ -55,9 +55,8 @@ public struct KeydDaemon: Sendable {
         // closes what is open, newest first (``OwnedResources``).
         let owned = OwnedResources()
         let inotifyDescriptor = try InotifyWatch.descriptor(directory: spool.path)
-        let descriptorHandle = owned.own { close(inotifyDescriptor) }
-        let inotify = try await owned.step { try await InotifyWatch.channel(descriptor: inotifyDescriptor) }
-        owned.release(descriptorHandle)  // the channel owns the descriptor now
+        // NIO owns the descriptor from here, and closes it when it cannot wrap it.
+        let inotify = try await InotifyWatch.channel(descriptor: inotifyDescriptor)
         owned.own { try? await inotify.channel.close() }
         let watchingSince = clock.now
         let policy = AccessPolicy(access: configuration.access)

@@ -204,19 +204,8 @@ final class APIConnectionHandler: ChannelInboundHandler {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         } else {
             closing = true
-            let channel = context.channel
-            let promise = context.eventLoop.makePromise(of: Void.self)
-            // A peer that does not take its last answer (it never reads, and earlier
-            // answers fill the socket) loses it with the connection after the read
-            // timeout, instead of holding the connection open forever.
-            let abandoned = context.eventLoop.scheduleTask(in: TimeAmount(self.context.limits.requestReadTimeout)) {
-                channel.close(promise: nil)
-            }
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
-            promise.futureResult.whenComplete { _ in
-                abandoned.cancel()
-                channel.close(promise: nil)
-            }
+            let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+            context.channel.close(after: written, grace: TimeAmount(self.context.limits.requestReadTimeout))
         }
     }
 }

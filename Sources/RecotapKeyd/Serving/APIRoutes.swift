@@ -277,8 +277,9 @@ package struct APIRoutes: Sendable {
                 "a consumer (uid \(peer.uid), pid \(peer.pid)\(comm.map { ", \($0)" } ?? "")) reports that the API answered 401 for key \(fingerprint); checking it",
                 metadata)
         }
-        let checker = context.checker
-        context.work.submit { _ = await checker.checkNow(reason: .consumerReport) }
+        guard context.reportChecks.request(context.checker, on: context.work) != .refused else {
+            return .respond(.error(.serviceUnavailable, "shutting_down", "recotap-keyd is shutting down"))
+        }
         return Self.after(logged, .json(.accepted, Wire.ReportAccepted(
             accepted: true, fingerprint: fingerprint,
             message: "a check of the key was requested (at most one per check.report_min_interval)")))
@@ -347,6 +348,9 @@ package struct APIRoutes: Sendable {
                 checked: true, outcome: result.outcome.rawValue, httpStatus: result.httpStatus,
                 latencyMs: Int64(result.latency.milliseconds), reason: result.reason,
                 fingerprint: record?.fingerprint, state: record?.state.rawValue))
+        case .noCheckableKey where Task.isCancelled:
+            // Cancelled by a graceful shutdown while it waited (for a confirmation).
+            return .error(.serviceUnavailable, "shutting_down", "recotap-keyd is shutting down")
         case .noCheckableKey(.some(.invalid)):
             let record = context.current.record
             return .json(.ok, Wire.Check(

@@ -135,6 +135,24 @@ final class ConnectionTimeouts: ChannelDuplexHandler {
         let body = #"{"error":"request_timeout","message":"the request did not arrive in full in time"}"# + "\n"
         let response = "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
         let channel = context.channel
-        context.writeAndFlush(NIOAny(ByteBuffer(string: response))).whenComplete { _ in channel.close(promise: nil) }
+        // A peer whose earlier answers still fill the socket will not read this one.
+        guard channel.isWritable else {
+            context.close(promise: nil)
+            return
+        }
+        channel.close(after: context.writeAndFlush(NIOAny(ByteBuffer(string: response))), grace: readTimeout)
+    }
+}
+
+extension Channel {
+    /// Closes the connection once its last answer (`written`) is taken — or, when the
+    /// peer does not take it (it never reads, and earlier answers fill the socket),
+    /// after `grace`, instead of holding the connection open forever.
+    func close(after written: EventLoopFuture<Void>, grace: TimeAmount) {
+        let abandoned = eventLoop.scheduleTask(in: grace) { [self] in close(promise: nil) }
+        written.whenComplete { [self] _ in
+            abandoned.cancel()
+            close(promise: nil)
+        }
     }
 }

@@ -16,6 +16,8 @@ public final class ServingContext: Sendable {
     public let peerLog: PeerLog
     /// What requests start off the event loops, run by the daemon's ``RequestWorkService``.
     public let work = RequestWork()
+    /// Consumers' reports, coalesced into checks.
+    let reportChecks = ReportChecks()
     /// `GET /v1/key`'s answer, built once per key.
     package let keyAnswers = PreparedKeyAnswers()
     let logger: Logger

@@ -39,10 +39,11 @@ public final class SocketServer: Sendable {
             }.withBoundSocket(sockets.credential.descriptor).get())
         } catch {
             // The sockets are this function's from its start: a wrapped one is closed
-            // with its channel, the other directly; files bound here are removed.
+            // with its channel; files bound here are removed. A descriptor NIO did not
+            // wrap is left open (the failed start ends the process): NIO may have
+            // closed it already, and closing it again could close another's.
             for channel in channels { try? await channel.close() }
-            for (index, socket) in [sockets.api, sockets.credential].enumerated() where socket.origin == .bound {
-                if index >= channels.count { Glibc.close(socket.descriptor) }
+            for socket in [sockets.api, sockets.credential] where socket.origin == .bound {
                 unlink(socket.path)
             }
             throw error

@@ -107,7 +107,7 @@ public enum Wire {
         @Nullable public var fingerprint: String?
         @Nullable public var state: String?
         /// When the check answering instead of a new one was made.
-        public var at: Date?
+        @Nullable public var at: Date?
         public var invalidSince: Date?
         public var retryAfterSeconds: Int64?
         public var note: String?
