@@ -38,7 +38,7 @@ struct WatchdogTests {
             watchdogInterval: watchdog ? .seconds(10) : nil, random: { 0.5 })
         let running = Task { try await daemon.run() }
         #expect(await capture.waitForNotification("READY=1"))
-        #expect(await base.settle(sleepers: watchdog ? 2 : 1), "the loop (and the watchdog) sleep on the clock")
+        #expect(await base.settle(sleepers: watchdog ? 3 : 2), "the loop, retention (and the watchdog) sleep on the clock")
         return (daemon, running, client, capture)
     }
 
@@ -55,7 +55,7 @@ struct WatchdogTests {
         let (daemon, running, client, _) = try await start(in: dir, clock: clock, base: clock.base, watchdog: false)
         #expect(client.calls.count == 1)
         let sleeps = clock.sleeps
-        await clock.base.run(for: .seconds(600), step: .seconds(1), sleepers: 1)
+        await clock.base.run(for: .seconds(600), step: .seconds(1), sleepers: 2)
         #expect(client.calls.count == 3, "a check every 5 min")
         #expect(clock.sleeps - sleeps == 2, "one sleep per check, not one per second")
         await daemon.serviceGroup.triggerGracefulShutdown()
@@ -103,7 +103,7 @@ struct WatchdogTests {
         let (daemon, running, clock, client, capture) = try await start(in: dir)
         #expect(client.calls.count == 1, "a check at start, once ready")
         let before = pings(capture)
-        await clock.run(for: .seconds(600), step: .seconds(1), sleepers: 2)
+        await clock.run(for: .seconds(600), step: .seconds(1), sleepers: 3)
         #expect(pings(capture) - before == 120, "one ping per 5 s for 10 min")
         #expect(client.calls.count == 3, "and a check every 5 min")
         await daemon.serviceGroup.triggerGracefulShutdown()
@@ -114,26 +114,26 @@ struct WatchdogTests {
     func stalledSchedulerStopsPings() async throws {
         let dir = try TemporaryDirectory()
         let (daemon, running, clock, client, capture) = try await start(in: dir)
-        await clock.run(for: .seconds(60), step: .seconds(1), sleepers: 2)
+        await clock.run(for: .seconds(60), step: .seconds(1), sleepers: 3)
         #expect(pings(capture) >= 12)
 
         // The next check never returns: the loop is stuck inside it.
         client.hang()
-        await clock.run(for: .seconds(239), step: .seconds(1), sleepers: 2)
+        await clock.run(for: .seconds(239), step: .seconds(1), sleepers: 3)
         #expect(client.calls.count == 1)
         let stuckAt = clock.now
         clock.advance(by: .seconds(1))  // 300 s: the next check is due
-        #expect(await clock.settle(sleepers: 1), "only the watchdog still sleeps")
+        #expect(await clock.settle(sleepers: 2), "only the watchdog (and retention) still sleep")
         #expect(client.calls.count == 2)
         let pingsWhenStuck = pings(capture)
 
         // The window is api.timeout (10 s) + 5 s from the probe the loop left unanswered: a few more pings
         // at most, then none, for as long as the loop stays stuck.
-        await clock.run(for: .seconds(120), step: .seconds(1), sleepers: 1)
+        await clock.run(for: .seconds(120), step: .seconds(1), sleepers: 2)
         let late = pings(capture) - pingsWhenStuck
         #expect(late <= 4, "\(late) pings after the loop stalled at \(stuckAt)")
         let silentFrom = pings(capture)
-        await clock.run(for: .seconds(300), step: .seconds(1), sleepers: 1)
+        await clock.run(for: .seconds(300), step: .seconds(1), sleepers: 2)
         #expect(pings(capture) == silentFrom, "no ping for a stuck loop")
         #expect(capture.journalEntries.contains { entry in
             entry.contains { $0.name == "MESSAGE" && $0.value.contains("withholding WATCHDOG=1") }

@@ -124,6 +124,8 @@ public struct KeydDaemon: Sendable {
             .init(service: CheckSchedulerService(
                 checker: checker, clock: clock, readiness: readiness, progress: progress,
                 stallFile: environment["KEYD_TEST_STALL_FILE"])),
+            .init(service: RetentionService(
+                store: store, clock: clock, readiness: readiness, logger: logger, published: store.current.changes())),
             .init(service: SpoolService(
                 intake: intake, inotify: inotify, watchingSince: watchingSince, readiness: readiness, logger: logger)),
             // Shut down in reverse: the sockets stop accepting before the work

@@ -366,6 +366,8 @@ public actor KeyStore {
                 throw StoreError(.invalidTransition, path: path, message: "key \(id) is not a candidate")
             }
         }
+        // Its secret was written to the WAL when it was added.
+        try truncateWAL()
     }
 
     /// Records a check and, with `affectsState`, applies its effect on the key's state
