@@ -23,6 +23,10 @@ enum StatusReport {
             default: status.state
             }
             lines.append(("key", "\(status.fingerprint ?? "?") (version \(status.version)): \(stateText)"))
+            if let seconds = status.ageSeconds {
+                let zero = Date(timeIntervalSince1970: 0)
+                lines.append(("age", KeyStatusText.age(from: zero, to: zero.addingTimeInterval(TimeInterval(seconds)))))
+            }
             if let activated = when(status.activatedAt, now: now) {
                 lines.append(("activated", activated + (status.source.map { ", from \($0)" } ?? "")))
             }

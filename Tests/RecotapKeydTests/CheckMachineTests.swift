@@ -430,12 +430,12 @@ struct CheckMachineTests {
         var driver = Driver.running(record(state: .unverified))
         // The start check's answer reached the store; the store published the key.
         driver.handle(.keyPublished(record(state: .valid, verified: t0)), at: t0)
-        #expect(driver.handle(.refreshStatus, at: t0) == [.status("key fp1 valid, checked 0 s ago")])
+        #expect(driver.handle(.refreshStatus, at: t0) == [.status("key fp1 valid, checked 0 s ago; key added 60 min ago")])
         #expect(driver.handle(.refreshStatus, at: t0) == [])
         #expect(driver.handle(.refreshStatus, at: at(14)) == [], "a new age, but within 15 s")
-        #expect(driver.handle(.refreshStatus, at: at(16)) == [.status("key fp1 valid, checked 16 s ago")])
+        #expect(driver.handle(.refreshStatus, at: at(16)) == [.status("key fp1 valid, checked 16 s ago; key added 60 min ago")])
         driver.check(answer: outage, at: at(300))
-        #expect(driver.handle(.refreshStatus, at: at(300)) == [.status("key fp1 valid (verified 5 min ago); cannot reach the API for 0 s (HTTP 503)")])
+        #expect(driver.handle(.refreshStatus, at: at(300)) == [.status("key fp1 valid (verified 5 min ago); cannot reach the API for 0 s (HTTP 503); key added 65 min ago")])
         driver.handle(.keyPublished(nil), at: at(301))
         #expect(driver.handle(.refreshStatus, at: at(301)).first == .status("no key yet: drop one into /spool"))
     }

@@ -56,7 +56,7 @@ struct DaemonTests {
 
         let (daemon, running, capture) = try await start(config)
         #expect(await capture.waitForNotification("READY=1"))
-        #expect(capture.notifications.first == "READY=1\nSTATUS=key \(key.fingerprint) not yet verified")
+        #expect(capture.notifications.first?.hasPrefix("READY=1\nSTATUS=key \(key.fingerprint) not yet verified; key added ") == true)
         await daemon.serviceGroup.triggerGracefulShutdown()
         try await running.value
         let started = try #require(capture.journalEntries.first { $0.contains(JournalField("MESSAGE_ID", KeydEvent.daemonLifecycle.messageID)) })
@@ -79,9 +79,9 @@ struct DaemonTests {
     }
 
     @Test("STATUS texts", arguments: [
-        (KeyState.valid, Optional(40.0), "key 3fa2c1d09e7b valid, checked 40 s ago"),
-        (.valid, Optional(600.0), "key 3fa2c1d09e7b valid, checked 10 min ago"),
-        (.unverified, nil, "key 3fa2c1d09e7b not yet verified"),
+        (KeyState.valid, Optional(40.0), "key 3fa2c1d09e7b valid, checked 40 s ago; key added 0 s ago"),
+        (.valid, Optional(600.0), "key 3fa2c1d09e7b valid, checked 10 min ago; key added 0 s ago"),
+        (.unverified, nil, "key 3fa2c1d09e7b not yet verified; key added 0 s ago"),
     ])
     func statusText(_ state: KeyState, _ verifiedSecondsAgo: Double?, _ expected: String) {
         let now = Date(timeIntervalSince1970: 1_800_000_000)

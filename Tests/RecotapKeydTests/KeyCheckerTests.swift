@@ -91,7 +91,7 @@ struct KeyCheckerTests {
         await h.checker.tick()
         #expect(h.client.calls.count == 1)
         #expect(try await h.storedKey?.state == .valid)
-        #expect(h.lastStatus == "STATUS=key \(h.key.fingerprint) valid, checked 0 s ago")
+        #expect(h.lastStatus == "STATUS=key \(h.key.fingerprint) valid, checked 0 s ago; key added 0 s ago")
 
         h.clock.advance(by: .seconds(299))
         await h.checker.tick()

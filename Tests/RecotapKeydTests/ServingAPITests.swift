@@ -22,6 +22,7 @@ struct ServingAPITests {
         #expect(text.headers["x-key-version"] == "1")
         #expect(text.headers["content-type"]?.hasPrefix("text/plain") == true)
         #expect(text.headers["cache-control"] == "no-store")
+        #expect(text.headers["x-key-age"].flatMap { Int($0) }.map { (0...60).contains($0) } == true, "whole seconds since it was added")
         let etag = try #require(text.headers["etag"])
 
         let json = try await served.curl("/v1/key", headers: ["Accept: application/json"])
@@ -32,6 +33,8 @@ struct ServingAPITests {
         #expect(body["version"]?.int == 1)
         #expect(body["state"]?.string == "valid")
         #expect(body["activated_at"]?.string != nil && body["last_verified_at"]?.string != nil)
+        #expect(body["age_seconds"]?.int.map { (0...60).contains($0) } == true)
+        #expect(try await served.curl("/v1/status").json?["age_seconds"]?.int.map { (0...60).contains($0) } == true)
 
         let unchanged = try await served.curl("/v1/key", headers: ["If-None-Match: \(etag)"])
         #expect(unchanged.status == 304 && unchanged.body.isEmpty)

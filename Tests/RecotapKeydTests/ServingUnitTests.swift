@@ -81,6 +81,22 @@ struct ServingUnitTests {
         #expect(current.waiting == 0)
     }
 
+    @Test("the prepared GET /v1/key answer carries the key's age: rebuilt when the whole second changes, shared within it")
+    func preparedAnswerAge() throws {
+        let added = Date(timeIntervalSince1970: 1_800_000_000)
+        let record = KeyRecord(
+            id: 3, fingerprint: "0123456789ab", key: nil, source: "test", status: .active, state: .valid, addedAt: added,
+            activatedAt: added, retiredAt: nil, retireReason: nil, lastVerifiedAt: added, invalidSince: nil, secretErasedAt: nil)
+        let answers = PreparedKeyAnswers()
+        func age(_ seconds: Double) -> String? {
+            answers.answer(for: record, secret: "rtk_x", now: added.addingTimeInterval(seconds)).preparedHead?.headers.first(name: "X-Key-Age")
+        }
+        #expect(age(0) == "0")
+        #expect(age(0.9) == "0")
+        #expect(age(86_400 * 12 + 5) == "1036805")
+        #expect(age(-5) == "0", "a clock set back never gives a negative age")
+    }
+
     @Test("JSON bodies: snake-case names, sorted keys, ISO 8601 times, Nullable fields kept as null, plain optionals left out; read back")
     func json() {
         let verdict = Wire.SpoolVerdict(

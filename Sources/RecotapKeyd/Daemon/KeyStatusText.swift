@@ -1,7 +1,8 @@
 import Foundation
 
 /// The one-line summary used for systemd's `STATUS=` and the start-up log line,
-/// e.g. "key 3fa2c1d09e7b valid, checked 40 s ago".
+/// e.g. "key 3fa2c1d09e7b valid, checked 40 s ago; key added 12 d ago".
+/// A key's age counts from when this daemon first took it (`added_at`).
 public enum KeyStatusText {
     public static func describe(
         active: KeyRecord?, spoolDirectory: String, now: Date, degradedSince: Date? = nil, failureReason: String? = nil
@@ -9,6 +10,13 @@ public enum KeyStatusText {
         guard let active else {
             return "no key yet: drop one into \(spoolDirectory)"
         }
+        return summary(active: active, spoolDirectory: spoolDirectory, now: now, degradedSince: degradedSince, failureReason: failureReason)
+            + "; key added \(age(from: active.addedAt, to: now)) ago"
+    }
+
+    private static func summary(
+        active: KeyRecord, spoolDirectory: String, now: Date, degradedSince: Date?, failureReason: String?
+    ) -> String {
         let fingerprint = active.fingerprint
         if active.state == .invalid {
             let since = active.invalidSince.map { " since \($0.formatted(.iso8601))" } ?? ""
@@ -28,6 +36,11 @@ public enum KeyStatusText {
         guard let degradedSince else { return keyPart }
         let reason = failureReason.map { " (\($0))" } ?? ""
         return "\(keyPart); cannot reach the API for \(age(from: degradedSince, to: now))\(reason)"
+    }
+
+    /// Whole seconds from `start` to `now`, 0 if `start` is later.
+    public static func seconds(from start: Date, to end: Date) -> Int64 {
+        max(0, Saturating.int64(end.timeIntervalSince(start)) ?? 0)
     }
 
     public static func age(from start: Date, to end: Date) -> String {

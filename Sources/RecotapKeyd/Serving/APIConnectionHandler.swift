@@ -102,6 +102,7 @@ final class APIConnectionHandler: ChannelInboundHandler {
         let current = self.context.current
         let answers = self.context.keyAnswers
         let counters = self.context.counters
+        let clock = self.context.clock
         guard counters.beginLongPoll() else {
             write(
                 .error(.serviceUnavailable, "too_many_waiters", "too many long polls are waiting; try again shortly",
@@ -116,19 +117,19 @@ final class APIConnectionHandler: ChannelInboundHandler {
                 let (handler, context) = bound.value
                 guard handler.finishLongPoll() else { return }
                 handler.write(
-                    APIRoutes.keyResponse(record, request: request, spool: spool, prepared: answers), keepAlive: keepAlive, version: version,
+                    APIRoutes.keyResponse(record, request: request, spool: spool, prepared: answers, now: clock.now), keepAlive: keepAlive, version: version,
                     context: context)
             }
         }
         guard let token else {
             counters.endLongPoll()
-            write(APIRoutes.keyResponse(current.record, request: request, spool: spool, prepared: answers), keepAlive: keepAlive, version: version, context: context)
+            write(APIRoutes.keyResponse(current.record, request: request, spool: spool, prepared: answers, now: clock.now), keepAlive: keepAlive, version: version, context: context)
             return
         }
         let timeout = loop.scheduleTask(in: TimeAmount(wait)) {
             let (handler, context) = bound.value
             guard current.cancelWait(token), handler.finishLongPoll() else { return }
-            handler.write(APIRoutes.notModified(current.record), keepAlive: keepAlive, version: version, context: context)
+            handler.write(APIRoutes.notModified(current.record, now: clock.now), keepAlive: keepAlive, version: version, context: context)
         }
         longPoll = (token, timeout)
     }

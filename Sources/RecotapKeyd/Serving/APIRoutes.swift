@@ -174,15 +174,18 @@ package struct APIRoutes: Sendable {
         }
         guard let wait else {
             return .respond(Self.keyResponse(
-                context.current.record, request: request, spool: context.intake.directoryPath, prepared: context.keyAnswers))
+                context.current.record, request: request, spool: context.intake.directoryPath, prepared: context.keyAnswers,
+                now: context.clock.now))
         }
         return .longPoll(after: after ?? context.current.version, wait: wait, json: request.wantsJSON)
     }
 
-    static func keyHeaders(_ record: KeyRecord) -> HTTPHeaders {
+    /// `X-Key-Age`: whole seconds since the daemon first took the key (`added_at`).
+    static func keyHeaders(_ record: KeyRecord, now: Date) -> HTTPHeaders {
         [
             "X-Key-Fingerprint": record.fingerprint,
             "X-Key-Version": String(record.id),
+            "X-Key-Age": String(KeyStatusText.seconds(from: record.addedAt, to: now)),
             "ETag": etag(record),
             "Cache-Control": "no-store",
         ]
@@ -191,14 +194,14 @@ package struct APIRoutes: Sendable {
     static func etag(_ record: KeyRecord) -> String { "\"\(record.id)-\(record.fingerprint)\"" }
 
     static func keyResponse(
-        _ record: KeyRecord?, request: APIRequest, spool: String, prepared: PreparedKeyAnswers
+        _ record: KeyRecord?, request: APIRequest, spool: String, prepared: PreparedKeyAnswers, now: Date
     ) -> APIResponse {
         guard let record else {
             return .error(
                 .notFound, "no_key", "no API key yet: drop one into \(spool) (or use recotap-keyctl rotate)",
                 headers: ["X-Key-Version": "0", "Cache-Control": "no-store"]) { $0.version = 0 }
         }
-        let headers = keyHeaders(record)
+        let headers = keyHeaders(record, now: now)
         if record.state == .invalid {
             let since = record.invalidSince.map { " since \($0.formatted(.iso8601))" } ?? ""
             return .error(
@@ -220,15 +223,16 @@ package struct APIRoutes: Sendable {
         if request.wantsJSON {
             let body = Wire.Key(
                 key: secret, fingerprint: record.fingerprint, version: record.id, state: record.state.rawValue,
+                ageSeconds: KeyStatusText.seconds(from: record.addedAt, to: now),
                 activatedAt: record.activatedAt, lastVerifiedAt: record.lastVerifiedAt)
             return .json(.ok, body, headers: headers)
         }
-        return prepared.answer(for: record, secret: secret)
+        return prepared.answer(for: record, secret: secret, now: now)
     }
 
     /// The plain-text answer to `GET /v1/key`: the key's bytes.
-    static func plainKey(_ record: KeyRecord, secret: String) -> APIResponse {
-        var headers = keyHeaders(record)
+    static func plainKey(_ record: KeyRecord, secret: String, now: Date) -> APIResponse {
+        var headers = keyHeaders(record, now: now)
         headers.add(name: "Content-Type", value: "text/plain; charset=us-ascii")
         var response = APIResponse(status: .ok, headers: headers, body: ByteBuffer(string: secret))
         headers.add(name: "Content-Length", value: String(secret.utf8.count))
@@ -238,9 +242,9 @@ package struct APIRoutes: Sendable {
 
 
     /// The answer at a long poll's timeout: nothing changed.
-    static func notModified(_ record: KeyRecord?) -> APIResponse {
+    static func notModified(_ record: KeyRecord?, now: Date) -> APIResponse {
         guard let record else { return APIResponse(status: .notModified, headers: ["X-Key-Version": "0"]) }
-        return APIResponse(status: .notModified, headers: keyHeaders(record))
+        return APIResponse(status: .notModified, headers: keyHeaders(record, now: now))
     }
 
     // MARK: - Report
@@ -323,6 +327,7 @@ package struct APIRoutes: Sendable {
             fingerprint: record?.fingerprint,
             version: record?.id ?? 0,
             source: record?.source,
+            ageSeconds: record.map { KeyStatusText.seconds(from: $0.addedAt, to: context.clock.now) },
             activatedAt: record?.activatedAt,
             lastVerifiedAt: record?.lastVerifiedAt,
             invalidSince: record?.invalidSince,
@@ -413,29 +418,34 @@ package struct APIRoutes: Sendable {
 
 
 /// The answer to a plain `GET /v1/key` for the active key, built by the first request
-/// after the key (or its state) changed and shared by all that follow: the hot path
-/// builds no headers and no body.
+/// after the key (or its state) changed — or, for `X-Key-Age`, the first of each second
+/// — and shared by all that follow: the hot path builds no headers and no body.
 package final class PreparedKeyAnswers: Sendable {
     private struct Entry {
         var id: Int64
         var fingerprint: String
         var state: KeyState
+        var age: Int64
         var response: APIResponse
     }
     private let entry = Mutex<Entry?>(nil)
 
     package init() {}
 
-    func answer(for record: KeyRecord, secret: String) -> APIResponse {
+    func answer(for record: KeyRecord, secret: String, now: Date) -> APIResponse {
+        let age = KeyStatusText.seconds(from: record.addedAt, to: now)
         if let cached = entry.withLock({ entry -> APIResponse? in
-            guard let entry, entry.id == record.id, entry.state == record.state, entry.fingerprint == record.fingerprint
+            guard let entry, entry.id == record.id, entry.state == record.state, entry.fingerprint == record.fingerprint,
+                entry.age == age
             else { return nil }
             return entry.response
         }) {
             return cached
         }
-        let response = APIRoutes.plainKey(record, secret: secret)
-        entry.withLock { $0 = Entry(id: record.id, fingerprint: record.fingerprint, state: record.state, response: response) }
+        let response = APIRoutes.plainKey(record, secret: secret, now: now)
+        entry.withLock {
+            $0 = Entry(id: record.id, fingerprint: record.fingerprint, state: record.state, age: age, response: response)
+        }
         return response
     }
 }

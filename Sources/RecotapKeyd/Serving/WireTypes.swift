@@ -30,6 +30,8 @@ public enum Wire {
         public var fingerprint: String
         public var version: Int64
         public var state: String
+        /// Whole seconds since the daemon first took the key (`added_at`).
+        public var ageSeconds: Int64
         @Nullable public var activatedAt: Date?
         @Nullable public var lastVerifiedAt: Date?
     }
@@ -83,6 +85,8 @@ public enum Wire {
         @Nullable public var fingerprint: String?
         public var version: Int64
         @Nullable public var source: String?
+        /// Whole seconds since the daemon first took the key (`added_at`).
+        @Nullable public var ageSeconds: Int64?
         @Nullable public var activatedAt: Date?
         @Nullable public var lastVerifiedAt: Date?
         @Nullable public var invalidSince: Date?
