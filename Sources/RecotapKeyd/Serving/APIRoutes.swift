@@ -201,13 +201,14 @@ package struct APIRoutes: Sendable {
                 .notFound, "no_key", "no API key yet: drop one into \(spool) (or use recotap-keyctl rotate)",
                 headers: ["X-Key-Version": "0", "Cache-Control": "no-store"]) { $0.version = 0 }
         }
-        let headers = keyHeaders(record, now: now)
+        // Built only off the hot path: the plain answer's head is prepared.
+        func headers() -> HTTPHeaders { keyHeaders(record, now: now) }
         if record.state == .invalid {
             let since = record.invalidSince.map { " since \($0.formatted(.iso8601))" } ?? ""
             return .error(
                 .serviceUnavailable, "key_invalid",
                 "key \(record.fingerprint) was confirmed invalid by the API\(since); waiting for a replacement in \(spool)",
-                headers: headers
+                headers: headers()
             ) {
                 $0.fingerprint = record.fingerprint
                 $0.version = record.id
@@ -218,14 +219,14 @@ package struct APIRoutes: Sendable {
             return .error(.internalServerError, "no_secret", "the active key's secret is missing from the store")
         }
         if request.headers[canonicalForm: "if-none-match"].contains(where: { $0 == etag(record) || $0 == "*" }) {
-            return APIResponse(status: .notModified, headers: headers)
+            return APIResponse(status: .notModified, headers: headers())
         }
         if request.wantsJSON {
             let body = Wire.Key(
                 key: secret, fingerprint: record.fingerprint, version: record.id, state: record.state.rawValue,
                 ageSeconds: KeyStatusText.seconds(from: record.addedAt, to: now),
                 activatedAt: record.activatedAt, lastVerifiedAt: record.lastVerifiedAt)
-            return .json(.ok, body, headers: headers)
+            return .json(.ok, body, headers: headers())
         }
         return prepared.answer(for: record, secret: secret, now: now)
     }

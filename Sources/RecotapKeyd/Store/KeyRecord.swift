@@ -62,4 +62,7 @@ public struct RetentionPolicy: Sendable, Equatable {
 public struct RetentionReport: Sendable, Equatable {
     public var checksDeleted: Int
     public var secretsErased: Int
+    /// An erased secret may still be in the WAL: a reader of the database kept the
+    /// checkpoint from truncating it (tried again at the next pass).
+    public var walPending = false
 }

@@ -442,15 +442,25 @@ public actor KeyStore {
                 [SQLiteValue(now), .real(now.timeIntervalSince1970 - policy.retiredSecretMaxAge)])
             return RetentionReport(checksDeleted: deleted, secretsErased: connection.changes)
         }
-        if report.secretsErased > 0 { try truncateWAL() }
-        return report
+        var result = report
+        if report.secretsErased > 0 || walOwesTruncate { result.walPending = !(try truncateWAL()) }
+        return result
     }
 
     /// With `secure_delete` the main file no longer holds an erased secret, but the
     /// WAL still has the old page until it is checkpointed and truncated.
-    private func truncateWAL() throws(StoreError) {
-        try connection.query("PRAGMA wal_checkpoint(TRUNCATE)")
+    /// Returns whether the WAL was truncated. A reader of the database (the `sqlite3`
+    /// tool, a backup) keeps it from happening: SQLite answers `busy` rather than an
+    /// error. Then every later retention pass tries again (``walOwesTruncate``).
+    @discardableResult
+    private func truncateWAL() throws(StoreError) -> Bool {
+        let busy = try connection.query("PRAGMA wal_checkpoint(TRUNCATE)").first?.int("busy") ?? 0
+        walOwesTruncate = busy != 0
+        return busy == 0
     }
+
+    /// Set while an erased secret may still be in the WAL: its truncation was refused.
+    private var walOwesTruncate = false
 
     private func stripped(_ record: KeyRecord) -> KeyRecord {
         var copy = record

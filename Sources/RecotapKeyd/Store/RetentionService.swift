@@ -47,6 +47,10 @@ struct RetentionService: Service, CustomStringConvertible {
             } else {
                 logger.debug(message, metadata: metadata)
             }
+            if report.walPending {
+                logger.warning(
+                    "retention: another process holds the database open, so erased secrets may remain in \(store.path)-wal; tried again at the next pass (a rotation, or within a day)")
+            }
         } catch {
             logger.error("retention failed, tried again at the next rotation or within a day: \(error)")
         }
