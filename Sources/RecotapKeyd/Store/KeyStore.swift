@@ -452,9 +452,19 @@ public actor KeyStore {
     /// Returns whether the WAL was truncated. A reader of the database (the `sqlite3`
     /// tool, a backup) keeps it from happening: SQLite answers `busy` rather than an
     /// error. Then every later retention pass tries again (``walOwesTruncate``).
+    /// It does not wait for the reader (the store would stall, and the checks with it):
+    /// the busy timeout is off for the checkpoint.
     @discardableResult
     private func truncateWAL() throws(StoreError) -> Bool {
-        let busy = try connection.query("PRAGMA wal_checkpoint(TRUNCATE)").first?.int("busy") ?? 0
+        try connection.query("PRAGMA busy_timeout = 0")
+        let result: Result<[SQLiteRow], StoreError>
+        do {
+            result = .success(try connection.query("PRAGMA wal_checkpoint(TRUNCATE)"))
+        } catch {
+            result = .failure(error)
+        }
+        try connection.query("PRAGMA busy_timeout = \(SQLiteConnection.busyTimeoutMilliseconds)")
+        let busy = try result.get().first?.int("busy") ?? 0
         walOwesTruncate = busy != 0
         return busy == 0
     }

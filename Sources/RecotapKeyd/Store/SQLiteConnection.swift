@@ -4,6 +4,8 @@ import Foundation
 /// A thin, non-thread-safe wrapper over one SQLite connection. Its only owner is
 /// ``KeyStore``, an actor, which serialises every use.
 final class SQLiteConnection {
+    /// How long a statement waits for another connection's lock before SQLITE_BUSY.
+    static let busyTimeoutMilliseconds: Int32 = 5000
     private var handle: OpaquePointer?
     let path: String
 
@@ -19,7 +21,7 @@ final class SQLiteConnection {
         }
         handle = db
         sqlite3_extended_result_codes(db, 1)
-        sqlite3_busy_timeout(db, 5000)
+        sqlite3_busy_timeout(db, Self.busyTimeoutMilliseconds)
     }
 
     deinit { close() }
