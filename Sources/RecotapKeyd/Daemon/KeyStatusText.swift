@@ -38,7 +38,7 @@ public enum KeyStatusText {
         return "\(keyPart); cannot reach the API for \(age(from: degradedSince, to: now))\(reason)"
     }
 
-    /// Whole seconds from `start` to `now`, 0 if `start` is later.
+    /// Whole seconds from `start` to `end`, 0 if `start` is later.
     public static func seconds(from start: Date, to end: Date) -> Int64 {
         max(0, Saturating.int64(end.timeIntervalSince(start)) ?? 0)
     }

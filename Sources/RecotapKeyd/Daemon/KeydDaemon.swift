@@ -6,7 +6,7 @@ import ServiceLifecycle
 
 /// The daemon, assembled from a validated configuration.
 ///
-/// ``build(configuration:logger:environment:notifier:client:clock:watchdogInterval:random:limits:inheritedSockets:reload:)``
+/// `build(configuration:logger:…)`
 /// is the one place that wires the components together; the `recotap-keyd`
 /// executable and the tests both call it. It reads nothing of the process itself:
 /// the environment, systemd's notification socket, watchdog interval and passed

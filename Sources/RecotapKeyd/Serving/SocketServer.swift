@@ -182,7 +182,7 @@ public final class SocketServer: Sendable {
 /// Writes the peer log's summaries when a window that suppressed entries ends, and
 /// closes the sockets on graceful shutdown. Sleeps only while summaries are owed: an
 /// idle daemon has no timer here. The sockets themselves are opened by
-/// ``KeydDaemon/build(configuration:logger:environment:notifier:client:clock:watchdogInterval:random:limits:)``
+/// `KeydDaemon.build`
 /// before `READY=1`.
 struct ServingService: Service, CustomStringConvertible {
     let server: SocketServer
