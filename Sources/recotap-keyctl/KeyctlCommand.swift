@@ -16,7 +16,7 @@ struct KeyctlCommand: AsyncParsableCommand {
             8 timed out, 64 usage.
             """,
         version: KeydVersion.current,
-        subcommands: [Get.self, Status.self, Check.self, History.self, Rotate.self, Wait.self]
+        subcommands: [Get.self, Status.self, Check.self, History.self, Rotate.self, Wait.self, Reverify.self, Rollback.self]
     )
 }
 
@@ -130,6 +130,63 @@ struct Check: AsyncParsableCommand {
             case "invalid": throw KeyctlError(exit: .keyInvalid, message: "the key is invalid")
             default: throw KeyctlError(exit: .failure, message: "the check was inconclusive (\(outcome))")
             }
+        }
+    }
+}
+
+/// `reverify` and `rollback`: one request each, the same answers.
+struct Reinstating {
+    let path: String
+
+    func run(_ options: ClientOptions, json: Bool) async throws(KeyctlError) {
+        let response = try await options.client().request(.POST, path, timeout: .seconds(120))
+        if response.status == 200, let done = response.decoded(Wire.Reinstated.self) {
+            print(json ? response.body.trimmingCharacters(in: .whitespacesAndNewlines) : done.message)
+            return
+        }
+        let failure = response.decoded(Wire.Failure.self)
+        switch (response.status, failure?.error) {
+        case (409, "refused"?) where failure?.outcome == CheckOutcome.invalid.rawValue:
+            throw KeyctlError(exit: .keyInvalid, message: response.message)
+        case (409, "no_key"?): throw KeyctlError(exit: .noKey, message: response.message)
+        default: throw KeyctlError(exit: .failure, message: response.message)
+        }
+    }
+}
+
+struct Reverify: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Ask the API again about an active key declared invalid; it is valid again if the API now accepts it.",
+        discussion: """
+            For a false invalidation (Recotap answered 401 by mistake). Exit 0 when the key is active and valid \
+            again, 4 when the API still refuses it, 1 when there was nothing to re-verify or it could not ask now \
+            (at most one such request per check.report_min_interval). Dropping the same key into the spool again \
+            does the same.
+            """)
+    @OptionGroup var options: ClientOptions
+    @Flag(name: .long, help: "The daemon's JSON instead.") var json = false
+
+    func run() async throws {
+        try await runReportingErrors { () throws(KeyctlError) in
+            try await Reinstating(path: "/v1/reverify").run(options, json: json)
+        }
+    }
+}
+
+struct Rollback: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make the key retired last active again, if its secret is still held and the API accepts it.",
+        discussion: """
+            For a key of the wrong Recotap user dropped into the spool. The previous key is verified first; \
+            if the API does not accept it, nothing changes. Exit 0 when rolled back, 4 when the API refuses the \
+            previous key, 1 otherwise (no previous key, its secret erased, or asked too soon).
+            """)
+    @OptionGroup var options: ClientOptions
+    @Flag(name: .long, help: "The daemon's JSON instead.") var json = false
+
+    func run() async throws {
+        try await runReportingErrors { () throws(KeyctlError) in
+            try await Reinstating(path: "/v1/rollback").run(options, json: json)
         }
     }
 }

@@ -78,6 +78,7 @@ struct JournalTests {
             "DAEMON_LIFECYCLE": ("0d21e88f13f24d42b240b8f47bf2c4c8", 6),
             "CONSUMER_REPORTED_401": ("d14aa51bbef64129938a45c06c60d886", 4),
             "ACCESS_DENIED_SUPPRESSED": ("3cbe7adacfb441af8e7929c3648973e2", 4),
+            "KEY_ROLLED_BACK": ("dec37dbd8961488cb48655b078cdad5b", 4),
         ]
         #expect(KeydEvent.allCases.count == design.count)
         for event in KeydEvent.allCases {

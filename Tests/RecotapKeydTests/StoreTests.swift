@@ -309,3 +309,28 @@ struct StoreTests {
         #expect(try await store.activeKey() == nil)
     }
 }
+
+@Suite("store: reinstating a key")
+struct StoreReinstateTests {
+    @Test("an activation that names the key it replaces changes nothing when another key became active meanwhile")
+    func replacingPrecondition() async throws {
+        let dir = try TemporaryDirectory()
+        let store = try KeyStore(path: dir.file("state/keyd.sqlite3"))
+        let a = APIKey(secret: "rtk_reinstate_a_000000001")
+        let b = APIKey(secret: "rtk_reinstate_b_000000002")
+        let first = try await store.addAndActivate(a, source: "a", state: .valid, at: Date()).activated
+        try await store.addAndActivate(b, source: "b", state: .valid, at: Date())
+        await #expect(throws: StoreError.self) {
+            try await store.addAndActivate(a, source: "late", state: .valid, at: Date(), replacing: .some(first.id))
+        }
+        #expect(try await store.activeKey()?.fingerprint == b.fingerprint)
+        #expect(try await store.history().count == 2, "no row added")
+        let previous = try #require(try await store.previousKey())
+        #expect(previous.fingerprint == a.fingerprint)
+        #expect(previous.key == a, "with its secret, for a rollback")
+        let again = try await store.addAndActivate(
+            a, source: "rollback to version 1", state: .valid, at: Date(), replacing: .some(try await store.activeKey()?.id))
+        #expect(again.activated.id == 3)
+        #expect(try await store.previousKey()?.fingerprint == b.fingerprint, "the previous key of a rolled-back key is the one it replaced")
+    }
+}

@@ -100,13 +100,17 @@ public struct KeydDaemon: Sendable {
             spoolDirectory: configuration.spool.directory, logger: logger, notifier: notifier)
         let progress = ProgressMonitor(start: clock.now, wakeups: checker.wakeups)
 
+        let recovery = KeyRecovery(
+            store: store, client: apiClient, clock: clock, minInterval: configuration.check.reportMinInterval,
+            logger: logger)
         let intake = SpoolIntake(
             directory: spool, store: store, client: apiClient,
-            verifyBeforeActivate: configuration.spool.verifyBeforeActivate, clock: clock, logger: logger)
+            verifyBeforeActivate: configuration.spool.verifyBeforeActivate, clock: clock, logger: logger,
+            recovery: recovery)
 
         let serving = ServingContext(
             store: store, checker: checker, intake: intake, policy: policy, limits: limits, logger: logger,
-            clock: clock)
+            clock: clock, recovery: recovery)
         owned.release(socketsHandle)  // the server owns the sockets from its start on, failed or not
         let server = try await owned.step {
             do {

@@ -47,6 +47,7 @@ public final class ConfigurationReloader: Sendable {
         var applied: [String] = []
         if new.check != old.check {
             await checker.reconfigure(CheckTiming(check: new.check, random: random))
+            await serving.recovery?.reconfigure(minInterval: new.check.reportMinInterval)
             applied.append("check")
         }
         // Resolved anew even when the names are the same: a group or user may have been

@@ -15,6 +15,7 @@ public enum KeydEvent: String, Sendable, CaseIterable {
     case daemonLifecycle = "DAEMON_LIFECYCLE"
     case consumerReported401 = "CONSUMER_REPORTED_401"
     case accessDeniedSuppressed = "ACCESS_DENIED_SUPPRESSED"
+    case keyRolledBack = "KEY_ROLLED_BACK"
 
     /// 128-bit id, 32 lowercase hex digits, as `journalctl MESSAGE_ID=` expects.
     public var messageID: String {
@@ -30,6 +31,7 @@ public enum KeydEvent: String, Sendable, CaseIterable {
         case .daemonLifecycle: "0d21e88f13f24d42b240b8f47bf2c4c8"
         case .consumerReported401: "d14aa51bbef64129938a45c06c60d886"
         case .accessDeniedSuppressed: "3cbe7adacfb441af8e7929c3648973e2"
+        case .keyRolledBack: "dec37dbd8961488cb48655b078cdad5b"
         }
     }
 
@@ -38,7 +40,7 @@ public enum KeydEvent: String, Sendable, CaseIterable {
         switch self {
         case .keyInvalidated: .critical  // 2
         case .keyStillInvalid, .spoolRejected, .apiRequestError: .error  // 3
-        case .checkDegraded, .accessDenied, .consumerReported401, .accessDeniedSuppressed: .warning  // 4
+        case .checkDegraded, .accessDenied, .consumerReported401, .accessDeniedSuppressed, .keyRolledBack: .warning  // 4
         case .keyActivated, .checkRecovered: .notice  // 5
         case .daemonLifecycle: .info  // 6
         }

@@ -90,7 +90,7 @@ package enum RouteResult: Sendable {
 /// methods it accepts and the least role that may use it. Routing switches over these
 /// exhaustively: a new resource cannot be served without a decision on who may use it.
 package enum Endpoint: CaseIterable, Sendable {
-    case key, report, status, check, history, spool, health
+    case key, report, status, check, history, spool, health, reverify, rollback
 
     package var path: String {
         switch self {
@@ -101,12 +101,14 @@ package enum Endpoint: CaseIterable, Sendable {
         case .history: "/v1/history"
         case .spool: "/v1/spool"
         case .health: "/healthz"
+        case .reverify: "/v1/reverify"
+        case .rollback: "/v1/rollback"
         }
     }
 
     package var methods: [HTTPMethod] {
         switch self {
-        case .report, .check: [.POST]
+        case .report, .check, .reverify, .rollback: [.POST]
         case .key, .status, .history, .spool, .health: [.GET]
         }
     }
@@ -116,7 +118,7 @@ package enum Endpoint: CaseIterable, Sendable {
         switch self {
         case .health, .status: .none
         case .key, .report: .reader
-        case .check, .history, .spool: .admin
+        case .check, .history, .spool, .reverify, .rollback: .admin
         }
     }
 
@@ -158,6 +160,8 @@ package struct APIRoutes: Sendable {
         case .check: return .later { await check() }
         case .history: return history(request)
         case .spool: return .later { await spool() }
+        case .reverify: return .later { await recover(.reverify, peer: peer) }
+        case .rollback: return .later { await recover(.rollback, peer: peer) }
         }
     }
 
@@ -375,6 +379,47 @@ package struct APIRoutes: Sendable {
                 headers: ["Retry-After": String(seconds)])
         case .noCheckableKey:
             return .error(.notFound, "no_key", "no API key to check: drop one into \(context.intake.directoryPath)")
+        }
+    }
+
+    enum Recovery { case reverify, rollback }
+
+    /// `POST /v1/reverify` and `POST /v1/rollback` (README "Undoing a mistake").
+    func recover(_ what: Recovery, peer: Peer) async -> APIResponse {
+        guard let recovery = context.recovery else {
+            return .error(.serviceUnavailable, "unavailable", "re-verification and rollback are not available in this daemon")
+        }
+        var metadata: Logger.Metadata = [LogKey.peerUID: .stringConvertible(peer.uid)]
+        metadata[LogKey.peerPID] = .stringConvertible(peer.pid)
+        if let unit = peer.unit { metadata[LogKey.peerUnit] = .string(unit) }
+        let outcome = switch what {
+        case .reverify: await recovery.reverifyActive(metadata: metadata)
+        case .rollback: await recovery.rollback(metadata: metadata)
+        }
+        switch outcome {
+        case .reinstated(let activation, let from, let result):
+            let key = activation.activated
+            return .json(.ok, Wire.Reinstated(
+                fingerprint: key.fingerprint, version: key.id, state: key.state.rawValue,
+                previousFingerprint: activation.retired?.fingerprint, fromVersion: from, httpStatus: result.httpStatus,
+                latencyMs: Int64(result.latency.milliseconds),
+                message: what == .reverify
+                    ? "the API accepts key \(key.fingerprint) again: it is active and valid, as version \(key.id)"
+                    : "rolled back to key \(key.fingerprint): the API accepts it; it is active as version \(key.id)"))
+        case .refused(let reason, let result):
+            return .error(.conflict, "refused", "\(reason); nothing changed") { failure in
+                failure.httpStatus = result.httpStatus
+                failure.outcome = result.outcome.rawValue
+            }
+        case .tooSoon(let wait):
+            let seconds = max(1, Saturating.int64(wait.seconds.rounded(.up)) ?? 1)
+            return .error(
+                .tooManyRequests, "too_soon",
+                "re-verifications and rollbacks ask the API at most once per check.report_min_interval; try again in \(seconds) s",
+                headers: ["Retry-After": String(seconds)]
+            ) { $0.retryAfterSeconds = seconds }
+        case .unavailable(let code, let reason):
+            return .error(code == "store_error" ? .internalServerError : .conflict, code, reason)
         }
     }
 

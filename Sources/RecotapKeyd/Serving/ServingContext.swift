@@ -11,6 +11,8 @@ public final class ServingContext: Sendable {
     public let store: KeyStore
     public let checker: KeyChecker
     public let intake: SpoolIntake
+    /// Re-verification and rollback (`nil`: those endpoints answer 503).
+    public let recovery: KeyRecovery?
     public let counters: ServingCounters
     public let limits: ServingLimits
     public let peerLog: PeerLog
@@ -29,8 +31,9 @@ public final class ServingContext: Sendable {
     public init(
         store: KeyStore, checker: KeyChecker, intake: SpoolIntake, policy: AccessPolicy, limits: ServingLimits,
         logger: Logger, clock: any SchedulerClock = SystemSchedulerClock(), startedAt: Date? = nil,
-        peerLogLimits: PeerLog.Limits = PeerLog.Limits()
+        peerLogLimits: PeerLog.Limits = PeerLog.Limits(), recovery: KeyRecovery? = nil
     ) {
+        self.recovery = recovery
         self.current = store.current
         self.store = store
         self.checker = checker

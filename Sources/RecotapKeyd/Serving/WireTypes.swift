@@ -17,6 +17,11 @@ public enum Wire {
         public var activeFingerprint: String?
         /// The query parameter an `invalid_parameter` refuses.
         public var parameter: String?
+        /// What the API answered when it was asked (a refused re-verification or rollback).
+        public var httpStatus: Int?
+        public var outcome: String?
+        /// When asking again may succeed (`too_soon`).
+        public var retryAfterSeconds: Int64?
 
         public init(error: String, message: String) {
             self.error = error
@@ -115,6 +120,21 @@ public enum Wire {
         public var invalidSince: Date?
         public var retryAfterSeconds: Int64?
         public var note: String?
+    }
+
+    /// `POST /v1/reverify` and `POST /v1/rollback` done: the key that is active again.
+    public struct Reinstated: Codable, Sendable, Equatable {
+        public var fingerprint: String
+        /// A new version, even for the same key: versions only ever grow.
+        public var version: Int64
+        public var state: String
+        /// The key it replaced (the same fingerprint after a re-verification).
+        @Nullable public var previousFingerprint: String?
+        /// The history entry the key came from.
+        public var fromVersion: Int64
+        @Nullable public var httpStatus: Int?
+        public var latencyMs: Int64
+        public var message: String
     }
 
     /// One key of `GET /v1/history` (never its secret).

@@ -39,6 +39,8 @@ public actor SpoolIntake {
     private let verifyBeforeActivate: Bool
     private let clock: any SchedulerClock
     private let logger: Logger
+    /// Asks the API again about a key declared invalid before (`nil`: such a key is refused).
+    private let recovery: KeyRecovery?
     /// Files logged and left, as they were then: not judged again until they change.
     private var left: [String: SpoolDirectory.Entry] = [:]
     /// Files with names that are not UTF-8, refused but not movable: logged once.
@@ -58,8 +60,9 @@ public actor SpoolIntake {
 
     public init(
         directory: SpoolDirectory, store: KeyStore, client: any KeyCheckingClient, verifyBeforeActivate: Bool,
-        clock: any SchedulerClock, logger: Logger
+        clock: any SchedulerClock, logger: Logger, recovery: KeyRecovery? = nil
     ) {
+        self.recovery = recovery
         self.directory = directory
         self.store = store
         self.client = client
@@ -179,6 +182,10 @@ public actor SpoolIntake {
         } catch {
             return leave(entry, reason: "the store failed: \(error)")
         }
+        if let known, known.state == .invalid, let recovery {
+            // A key declared invalid, dropped again: maybe the 401 was Recotap's mistake.
+            return await reverified(entry, key: key, dead: known, active: active, recovery: recovery)
+        }
         if active?.fingerprint == key.fingerprint {
             // Already in force — also what a file looks like when the daemon died
             // between committing its key and removing it.
@@ -259,6 +266,36 @@ public actor SpoolIntake {
             "key \(key.fingerprint) from \(name) is now active (\(state == .valid ? "verified" : "not yet verified")\(replacing))",
             metadata: metadata)
         return .activated(fingerprint: key.fingerprint, state: state)
+    }
+
+    /// A key declared invalid before, dropped again: asked again (within the recovery's
+    /// call budget); active again under a new version if the API accepts it now,
+    /// refused with what it answered otherwise.
+    private func reverified(
+        _ entry: SpoolDirectory.Entry, key: APIKey, dead: KeyRecord, active: KeyRecord?, recovery: KeyRecovery
+    ) async -> SpoolVerdict {
+        let name = entry.name
+        let since = dead.invalidSince.map { " since \($0.formatted(.iso8601))" } ?? ""
+        switch await recovery.reverify(key, dead: dead, active: active, source: name, metadata: [LogKey.spoolFile: .string(name)]) {
+        case .reinstated:
+            if !directory.remove(name) {
+                logger.error(
+                    "key from \(name) is active again but the file cannot be removed: \(String(cString: strerror(errno)))",
+                    metadata: [LogKey.spoolFile: .string(name)])
+                left[name] = entry
+            }
+            return .activated(fingerprint: key.fingerprint, state: .valid)
+        case .refused(let reason, let result):
+            return reject(entry, reason: "this key was declared invalid\(since) and was asked about again: \(reason)", fingerprint: key.fingerprint, result: result)
+        case .tooSoon(let wait):
+            let seconds = max(1, Saturating.int64(wait.seconds.rounded(.up)) ?? 1)
+            return reject(
+                entry,
+                reason: "this key was declared invalid\(since); it is asked about again at most once per check.report_min_interval, next in \(seconds) s — drop it again then",
+                fingerprint: key.fingerprint)
+        case .unavailable(_, let reason):
+            return leave(entry, reason: reason)
+        }
     }
 
     private func reject(

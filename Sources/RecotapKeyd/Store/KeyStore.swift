@@ -247,6 +247,20 @@ public actor KeyStore {
         ).first.map { Self.record(from: $0, includeSecret: false) }
     }
 
+    /// The key retired last — the one the active key replaced — with its secret if it
+    /// is still held; `nil` when no key was ever retired. A key with the active key's
+    /// fingerprint (a re-verified key's older row) is not a previous key.
+    public func previousKey() throws(StoreError) -> KeyRecord? {
+        try connection.query(
+            """
+            SELECT \(Self.columns) FROM keys
+            WHERE status = 'retired'
+              AND fingerprint NOT IN (SELECT fingerprint FROM keys WHERE status = 'active')
+            ORDER BY retired_at DESC, id DESC LIMIT 1
+            """
+        ).first.map { Self.record(from: $0, includeSecret: true) }
+    }
+
     /// Every key record, newest first, without secrets.
     public func history(limit: Int = 100) throws(StoreError) -> [KeyRecord] {
         try connection.query("SELECT \(Self.columns) FROM keys ORDER BY id DESC LIMIT ?", [.integer(Int64(limit))])
@@ -336,13 +350,21 @@ public actor KeyStore {
     /// Adds and activates a key in one durable transaction. `verification`, the check
     /// made before activation (its `keyID` is replaced by the new key's), is recorded
     /// in the same transaction: whoever follows ``current`` sees the key and its first
-    /// check together.
+    /// check together. `replacing`: only if the active key is still this one (its id;
+    /// `.some(nil)`: only if there is none) — otherwise ``StoreError/Code/invalidTransition``
+    /// and nothing changes. A re-verification or a rollback decided on what was active
+    /// when it asked the API, and must not retire a key activated meanwhile.
     @discardableResult
     public func addAndActivate(
         _ key: APIKey, source: String, state: KeyState, at: Date, retireReason: String = "replaced",
-        verification: CheckRecord? = nil
+        verification: CheckRecord? = nil, replacing expected: Int64?? = .none
     ) throws(StoreError) -> Activation {
         let activation = try transaction(durable: true) { () throws(StoreError) -> Activation in
+            if let expected, try activeKey()?.id != expected {
+                throw StoreError(
+                    .invalidTransition, path: path,
+                    message: "the active key changed while this was decided; nothing was changed, ask again")
+            }
             let candidate = try insertCandidate(key, source: source, at: at)
             let activation = try promote(candidate: candidate.id, state: state, at: at, retireReason: retireReason)
             if var verification {
