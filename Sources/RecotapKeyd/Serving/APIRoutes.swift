@@ -365,7 +365,7 @@ package struct APIRoutes: Sendable {
             let record = context.current.record
             return .json(.ok, Wire.Check(
                 checked: false, outcome: CheckOutcome.invalid.rawValue, httpStatus: nil, latencyMs: nil,
-                reason: "the key was confirmed invalid before and is never checked again; drop a new key into the spool",
+                reason: "the key was confirmed invalid before and is not checked again; drop a new key into the spool (or, if the 401 was a mistake on Recotap's side, POST /v1/reverify)",
                 fingerprint: record?.fingerprint, state: KeyState.invalid.rawValue, invalidSince: record?.invalidSince))
         case .debounced(let last, let retryIn):
             // The on-demand budget is spent: the latest check answers instead, saying so.

@@ -404,8 +404,9 @@ public actor KeyStore {
             try insertCheck(check)
             switch affectsState ? check.outcome : nil {
             case .valid?:
-                // A key confirmed invalid never comes back (a regenerated key is dead for
-                // good); a 2xx for it afterwards is recorded but does not revive it.
+                // A key confirmed invalid does not come back by a check (a regenerated
+                // key is dead for good); a 2xx for it afterwards is recorded but does not
+                // revive it. Only a re-verification does, as a new row (KeyRecovery).
                 try connection.query(
                     "UPDATE keys SET state = 'valid', last_verified_at = ? WHERE id = ? AND state != 'invalid'",
                     [SQLiteValue(check.at), .integer(check.keyID)])
