@@ -11,12 +11,6 @@ import Testing
 struct RetentionTests {
     private static let keys = (1...4).map { APIKey(secret: "rtk_retention_test_key_\($0)_" + String(repeating: "x", count: 12)) }
 
-    /// Whether the file holds these bytes anywhere (free pages and WAL frames included).
-    private func fileContains(_ path: String, _ secret: String) -> Bool {
-        guard let data = FileManager.default.contents(atPath: path) else { return false }
-        return data.range(of: Data(secret.utf8)) != nil
-    }
-
     @Test("over 8 simulated days: a rejected candidate's secret is gone at once, a rotated-out key's when the API confirmed it invalid (at the rotation) or 7 days after retirement (within a day); the active key's never — none left in the database or its WAL")
     func eightDays() async throws {
         let dir = try TemporaryDirectory()

@@ -10,11 +10,6 @@ private let keyA = APIKey(secret: "rtk_store_test_key_AAAAAAAAAAAAAAAA")
 private let keyB = APIKey(secret: "rtk_store_test_key_BBBBBBBBBBBBBBBB")
 private let keyC = APIKey(secret: "rtk_store_test_key_CCCCCCCCCCCCCCCC")
 
-private func fileContains(_ path: String, _ needle: String) -> Bool {
-    guard let data = FileManager.default.contents(atPath: path) else { return false }
-    return data.range(of: Data(needle.utf8)) != nil
-}
-
 @Suite("Store")
 struct StoreTests {
     @Test("the active key is published once per commit that touches it: each subscriber sees the current record, then the newest")

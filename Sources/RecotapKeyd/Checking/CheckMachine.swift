@@ -281,6 +281,11 @@ public struct CheckMachine: Sendable, Equatable {
             phase = .noKey
             return []
         }
+        if record.secretUnavailable != nil {
+            // Sealed without the store key that opens it: nothing can be sent.
+            phase = .noKey
+            return []
+        }
         if record.state == .invalid {
             phase = .dead(reminderDue: now)
         } else if started, record.state == .valid, let verified = record.lastVerifiedAt, now.since(verified) < check.interval {

@@ -13,7 +13,7 @@ public enum RecoveryOutcome: Sendable, Equatable {
     /// asked, nothing changed.
     case tooSoon(retryIn: Duration)
     /// Nothing to ask about: `code` is stable (`not_invalid`, `no_key`,
-    /// `no_previous_key`, `secret_erased`, `changed`, `store_error`), `reason` is for people.
+    /// `no_previous_key`, `secret_erased`, `sealed`, `changed`, `store_error`), `reason` is for people.
     case unavailable(code: String, reason: String)
 }
 
@@ -57,8 +57,11 @@ public actor KeyRecovery {
     public func reverifyActive(metadata extra: Logger.Metadata = [:]) async -> RecoveryOutcome {
         let active: KeyRecord?
         do { active = try await store.activeKey() } catch { return storeFailed(error) }
-        guard let active, let secret = active.key else {
+        guard let active else {
             return .unavailable(code: "no_key", reason: "there is no active key to re-verify")
+        }
+        guard let secret = active.key else {
+            return .unavailable(code: "sealed", reason: "key \(active.fingerprint) cannot be read: \(active.secretUnavailable ?? "its secret is missing")")
         }
         guard active.state == .invalid else {
             return .unavailable(
@@ -114,6 +117,9 @@ public actor KeyRecovery {
         }
         guard let previous else {
             return .unavailable(code: "no_previous_key", reason: "no key was retired before the active one: there is nothing to roll back to")
+        }
+        if let why = previous.secretUnavailable {
+            return .unavailable(code: "sealed", reason: "key \(previous.fingerprint) (version \(previous.id)) cannot be read: \(why)")
         }
         guard let secret = previous.key else {
             let when = previous.secretErasedAt.map { " on \($0.formatted(.iso8601))" } ?? ""

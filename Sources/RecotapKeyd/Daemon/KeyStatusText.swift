@@ -18,6 +18,9 @@ public enum KeyStatusText {
         active: KeyRecord, spoolDirectory: String, now: Date, degradedSince: Date?, failureReason: String?
     ) -> String {
         let fingerprint = active.fingerprint
+        if let why = active.secretUnavailable {
+            return "key \(fingerprint) NOT SERVED: \(why)"
+        }
         if active.state == .invalid {
             let since = active.invalidSince.map { " since \($0.formatted(.iso8601))" } ?? ""
             return "key \(fingerprint) INVALID\(since), waiting for a replacement in \(spoolDirectory)"

@@ -48,7 +48,13 @@ public struct KeydDaemon: Sendable {
         servingLoops: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         reload: ConfigurationReloader.Load? = nil
     ) async throws -> KeydDaemon {
-        let store = try KeyStore(path: configuration.store.path)
+        let seal: SecretSeal?
+        switch try SecretSeal.load(credentialsDirectory: environment["CREDENTIALS_DIRECTORY"]) {
+        case .none: seal = nil
+        case .sealed(let found): seal = found
+        }
+        let store = try KeyStore(path: configuration.store.path, seal: seal)
+        logSealing(store.sealReport, path: configuration.store.path, logger: logger)
         let spool = try SpoolDirectory(path: configuration.spool.directory)
         for warning in spool.warnings { logger.warning("\(warning)", metadata: ["spool.directory": .string(spool.path)]) }
         // Each resource is owned from the moment it is open; a later step that fails
@@ -162,6 +168,32 @@ public struct KeydDaemon: Sendable {
         return KeydDaemon(
             configuration: configuration, store: store, checker: checker, intake: intake, server: server,
             serving: serving, reloader: reloader, serviceGroup: group, owned: owned)
+    }
+
+    /// Says once at start how the store keeps its secrets (README "Sealing the store").
+    static func logSealing(_ report: SealReport, path: String, logger: Logger) {
+        var metadata: Logger.Metadata = ["store.path": .string(path)]
+        if let id = report.keyID { metadata["store.key_id"] = .string(id) }
+        if report.sealing {
+            logger.info("secrets in the store are sealed under store key \(report.keyID ?? "?")", metadata: metadata)
+            if report.sealedNow > 0 {
+                logger.notice("sealed \(report.sealedNow) secret(s) the store held in the clear", metadata: metadata)
+            }
+            if report.resealed > 0 {
+                logger.notice(
+                    "re-sealed \(report.resealed) secret(s) under the new store key; the credential \(SecretSeal.previousCredentialName) is no longer needed",
+                    metadata: metadata)
+            }
+        } else if report.unreadable == 0 {
+            logger.notice(
+                "the store is not sealed: secrets are kept in the clear in \(path), protected by its file mode only (give a store key as the credential \(SecretSeal.credentialName) to seal them)",
+                metadata: metadata)
+        }
+        if report.unreadable > 0 {
+            logger.error(
+                "\(report.unreadable) secret(s) in the store are sealed under a store key this daemon was not given: they are not served, and left untouched\(report.sealing ? " (give the old credential as \(SecretSeal.previousCredentialName) to re-seal them)" : "; start recotap-keyd with its credential \(SecretSeal.credentialName)")",
+                metadata: metadata)
+        }
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully; then, or when a

@@ -220,6 +220,12 @@ package struct APIRoutes: Sendable {
             }
         }
         guard let secret = record.key?.revealSecret() else {
+            if let why = record.secretUnavailable {
+                return .error(.serviceUnavailable, "sealed", "key \(record.fingerprint) is not served: \(why)") {
+                    $0.fingerprint = record.fingerprint
+                    $0.version = record.id
+                }
+            }
             return .error(.internalServerError, "no_secret", "the active key's secret is missing from the store")
         }
         if request.headers[canonicalForm: "if-none-match"].contains(where: { $0 == etag(record) || $0 == "*" }) {
@@ -313,6 +319,9 @@ package struct APIRoutes: Sendable {
         guard record.state != .invalid else {
             return .error(.serviceUnavailable, "key_invalid", "key \(record.fingerprint) is known invalid")
         }
+        if let why = record.secretUnavailable {
+            return .error(.serviceUnavailable, "sealed", "key \(record.fingerprint) is not served: \(why)")
+        }
         return .text(.ok, "ok\n")
     }
 
@@ -328,7 +337,7 @@ package struct APIRoutes: Sendable {
         }
         return .json(.ok, Wire.Status(
             state: record?.state.rawValue ?? "none",
-            healthy: record.map { $0.state != .invalid } ?? false,
+            healthy: record.map { $0.state != .invalid && $0.secretUnavailable == nil } ?? false,
             fingerprint: record?.fingerprint,
             version: record?.id ?? 0,
             source: record?.source,
@@ -345,7 +354,9 @@ package struct APIRoutes: Sendable {
                 refused: connections.refused, denied: connections.denied, requests: connections.requests),
             peerLog: Wire.PeerLogCounts(written: context.peerLog.counts.written, suppressed: context.peerLog.counts.suppressed),
             uptimeSeconds: Saturating.int64(context.clock.now.timeIntervalSince(context.startedAt)) ?? 0,
-            daemonVersion: KeydVersion.current))
+            daemonVersion: KeydVersion.current,
+            storeSealed: context.store.sealReport.sealing,
+            keyUnavailable: record?.secretUnavailable))
     }
 
     // MARK: - Admin

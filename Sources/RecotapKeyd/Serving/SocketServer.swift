@@ -160,7 +160,10 @@ public final class SocketServer: Sendable {
         let record = context.current.record
         guard let record, record.state != .invalid, let secret = record.key?.revealSecret() else {
             context.peerLog.record(.credentialUnavailable, .level(.warning), peer: peer) { _ in
-                let why = record.map { "key \($0.fingerprint) is known invalid" } ?? "there is no key yet"
+                let why = record.map { record in
+                    record.secretUnavailable.map { "key \(record.fingerprint) cannot be read (\($0))" }
+                        ?? "key \(record.fingerprint) is known invalid"
+                } ?? "there is no key yet"
                 return ("\(who()) asked for the key on credential.sock, but \(why): closed without data", metadata(nil))
             }
             channel.close(promise: nil)

@@ -103,6 +103,10 @@ public enum Wire {
         public var peerLog: PeerLogCounts
         public var uptimeSeconds: Int64
         public var daemonVersion: String
+        /// Whether secrets are sealed at rest (README "Sealing the store").
+        public var storeSealed: Bool
+        /// Why the active key is held but not served (sealed without its store key).
+        @Nullable public var keyUnavailable: String?
     }
 
     /// `POST /v1/check`: a check just made (`checked`), or why none was and what is

@@ -18,6 +18,9 @@ public struct KeyRecord: Sendable, Equatable {
     public var lastVerifiedAt: Date?
     public var invalidSince: Date?
     public var secretErasedAt: Date?
+    /// Set when the store holds the secret but cannot give it (sealed, without the
+    /// store key that opens it): why, for people. `key` is `nil` then.
+    public var secretUnavailable: String? = nil
 }
 
 /// One check of one key, as recorded.
@@ -57,6 +60,20 @@ public struct RetentionPolicy: Sendable, Equatable {
 
     public static let standard = RetentionPolicy(
         checkMaxAge: 30 * 86_400, checkMaxCount: 10_000, retiredSecretMaxAge: 7 * 86_400)
+}
+
+/// What the store found of its sealing at open (README "Sealing the store").
+public struct SealReport: Sendable, Equatable {
+    /// Whether new secrets are sealed (the daemon has a store key).
+    public var sealing: Bool
+    /// The id of the store key sealing new secrets.
+    public var keyID: String?
+    /// Secrets that were in the clear and were sealed at this open.
+    public var sealedNow = 0
+    /// Secrets sealed under the previous store key, re-sealed under the current one.
+    public var resealed = 0
+    /// Secrets held sealed that this daemon cannot open (no store key, or another one).
+    public var unreadable = 0
 }
 
 public struct RetentionReport: Sendable, Equatable {

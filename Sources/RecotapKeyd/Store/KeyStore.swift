@@ -52,10 +52,17 @@ public actor KeyStore {
     public nonisolated let path: String
     /// The active key as last committed, for the sockets (see ``CurrentKey``).
     public nonisolated let current = CurrentKey()
+    /// Seals secrets at rest (`nil`: stored in the clear).
+    private let seal: SecretSeal?
+    /// What opening found of the sealing, for the start-up log and `/v1/status`.
+    public nonisolated let sealReport: SealReport
 
-    /// Opens (creating if needed) the store at `path`.
-    public init(path: String) throws(StoreError) {
+    /// Opens (creating if needed) the store at `path`. With `seal`, every secret held
+    /// in the clear (or under the previous store key) is sealed under it before
+    /// anything else reads the store.
+    public init(path: String, seal: SecretSeal? = nil) throws(StoreError) {
         self.path = path
+        self.seal = seal
         let resolved = try Self.prepareLocation(path)
         let connection = try SQLiteConnection(path: resolved)
         do throws(StoreError) {
@@ -70,6 +77,7 @@ public actor KeyStore {
             try connection.query("PRAGMA journal_mode = WAL")
             try connection.execute("PRAGMA synchronous = NORMAL; PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON;")
             try Self.migrate(connection, from: version)
+            sealReport = try Self.applySeal(seal, connection)
         } catch {
             connection.close()
             throw error
@@ -136,6 +144,48 @@ public actor KeyStore {
         return String(cString: real) + "/" + (path as NSString).lastPathComponent
     }
 
+    /// Seals the secrets held in the clear and re-seals those under the previous
+    /// store key, in one durable transaction followed by a WAL truncation (the clear
+    /// bytes go from both files, as with an erasure). Rows it cannot open are left
+    /// untouched and counted.
+    private static func applySeal(_ seal: SecretSeal?, _ connection: SQLiteConnection) throws(StoreError) -> SealReport {
+        var report = SealReport(sealing: seal != nil, keyID: seal?.keyID)
+        let rows = try connection.query("SELECT id, fingerprint, secret FROM keys WHERE secret IS NOT NULL")
+        var updates: [(Int64, String)] = []
+        for row in rows {
+            guard let id = row.int("id"), let fingerprint = row.text("fingerprint"), let stored = row.text("secret") else { continue }
+            let sealedUnder = SecretSeal.keyID(of: stored)
+            guard let seal else {
+                if sealedUnder != nil { report.unreadable += 1 }
+                continue
+            }
+            if sealedUnder == seal.keyID { continue }
+            guard case .success(let secret) = SecretSeal.open(stored, fingerprint: fingerprint, seal: seal),
+                let sealed = try? seal.seal(secret, fingerprint: fingerprint)
+            else {
+                report.unreadable += 1
+                continue
+            }
+            updates.append((id, sealed))
+            if sealedUnder == nil { report.sealedNow += 1 } else { report.resealed += 1 }
+        }
+        guard !updates.isEmpty else { return report }
+        try connection.execute("PRAGMA synchronous = FULL")
+        defer { try? connection.execute("PRAGMA synchronous = NORMAL") }
+        try connection.execute("BEGIN IMMEDIATE")
+        do throws(StoreError) {
+            for (id, sealed) in updates {
+                try connection.query("UPDATE keys SET secret = ? WHERE id = ?", [.text(sealed), .integer(id)])
+            }
+            try connection.execute("COMMIT")
+        } catch {
+            try? connection.execute("ROLLBACK")
+            throw error
+        }
+        try connection.query("PRAGMA wal_checkpoint(TRUNCATE)")
+        return report
+    }
+
     private static func verifyIntegrity(_ connection: SQLiteConnection) throws(StoreError) {
         let rows = try connection.query("PRAGMA quick_check")
         let results = rows.compactMap { $0.values.values.first }.compactMap { value -> String? in
@@ -198,11 +248,20 @@ public actor KeyStore {
     private static let columns =
         "id, fingerprint, secret, source, status, state, added_at, activated_at, retired_at, retire_reason, last_verified_at, invalid_since, secret_erased_at"
 
-    private static func record(from row: SQLiteRow, includeSecret: Bool) -> KeyRecord {
-        KeyRecord(
+    private static func record(from row: SQLiteRow, includeSecret: Bool, seal: SecretSeal?) -> KeyRecord {
+        let fingerprint = row.text("fingerprint") ?? ""
+        var key: APIKey?
+        var unavailable: String?
+        if includeSecret, let stored = row.text("secret") {
+            switch SecretSeal.open(stored, fingerprint: fingerprint, seal: seal) {
+            case .success(let secret): key = APIKey(secret: secret)
+            case .failure(let failure): unavailable = failure.description
+            }
+        }
+        return KeyRecord(
             id: row.int("id") ?? 0,
-            fingerprint: row.text("fingerprint") ?? "",
-            key: includeSecret ? row.text("secret").map { APIKey(secret: $0) } : nil,
+            fingerprint: fingerprint,
+            key: key,
             source: row.text("source") ?? "",
             status: row.text("status").flatMap(KeyStatus.init(rawValue:)) ?? .retired,
             state: row.text("state").flatMap(KeyState.init(rawValue:)) ?? .unverified,
@@ -212,8 +271,13 @@ public actor KeyStore {
             retireReason: row.text("retire_reason"),
             lastVerifiedAt: row.date("last_verified_at"),
             invalidSince: row.date("invalid_since"),
-            secretErasedAt: row.date("secret_erased_at")
+            secretErasedAt: row.date("secret_erased_at"),
+            secretUnavailable: unavailable
         )
+    }
+
+    private func record(from row: SQLiteRow, includeSecret: Bool) -> KeyRecord {
+        Self.record(from: row, includeSecret: includeSecret, seal: seal)
     }
 
     /// The active key, with its secret.
@@ -223,7 +287,7 @@ public actor KeyStore {
 
     private nonisolated func activeKeyRecord(_ connection: SQLiteConnection) throws(StoreError) -> KeyRecord? {
         try connection.query("SELECT \(Self.columns) FROM keys WHERE status = 'active'")
-            .first.map { Self.record(from: $0, includeSecret: true) }
+            .first.map { Self.record(from: $0, includeSecret: true, seal: seal) }
     }
 
     /// Tells ``current`` what is active now; called after every committed change that
@@ -237,14 +301,14 @@ public actor KeyStore {
     /// One key by id, with its secret (if not erased).
     public func key(id: Int64) throws(StoreError) -> KeyRecord? {
         try connection.query("SELECT \(Self.columns) FROM keys WHERE id = ?", [.integer(id)])
-            .first.map { Self.record(from: $0, includeSecret: true) }
+            .first.map { record(from: $0, includeSecret: true) }
     }
 
     /// The newest key record with this fingerprint, without its secret.
     public func key(fingerprint: String) throws(StoreError) -> KeyRecord? {
         try connection.query(
             "SELECT \(Self.columns) FROM keys WHERE fingerprint = ? ORDER BY id DESC LIMIT 1", [.text(fingerprint)]
-        ).first.map { Self.record(from: $0, includeSecret: false) }
+        ).first.map { record(from: $0, includeSecret: false) }
     }
 
     /// The key retired last — the one the active key replaced — with its secret if it
@@ -258,13 +322,13 @@ public actor KeyStore {
               AND fingerprint NOT IN (SELECT fingerprint FROM keys WHERE status = 'active')
             ORDER BY retired_at DESC, id DESC LIMIT 1
             """
-        ).first.map { Self.record(from: $0, includeSecret: true) }
+        ).first.map { record(from: $0, includeSecret: true) }
     }
 
     /// Every key record, newest first, without secrets.
     public func history(limit: Int = 100) throws(StoreError) -> [KeyRecord] {
         try connection.query("SELECT \(Self.columns) FROM keys ORDER BY id DESC LIMIT ?", [.integer(Int64(limit))])
-            .map { Self.record(from: $0, includeSecret: false) }
+            .map { record(from: $0, includeSecret: false) }
     }
 
     /// The checks of one key, newest first.
@@ -299,9 +363,25 @@ public actor KeyStore {
     }
 
     private func insertCandidate(_ key: APIKey, source: String, at: Date) throws(StoreError) -> KeyRecord {
+        let stored: String
+        if let seal {
+            do {
+                stored = try seal.seal(key.revealSecret(), fingerprint: key.fingerprint)
+            } catch {
+                throw StoreError(.sealed, path: path, message: "cannot seal the secret: \(error)")
+            }
+        } else if sealReport.unreadable > 0 {
+            // A sealed store started without its store key: taking a secret in the
+            // clear would quietly undo the sealing the operator set up.
+            throw StoreError(
+                .sealed, path: path,
+                message: "the store holds sealed secrets and recotap-keyd was started without its store key (credential \(SecretSeal.credentialName)); no new secret is stored in the clear beside them — start it with the credential")
+        } else {
+            stored = key.revealSecret()
+        }
         try connection.query(
             "INSERT INTO keys (fingerprint, secret, source, status, state, added_at) VALUES (?, ?, ?, 'candidate', 'unverified', ?)",
-            [.text(key.fingerprint), .text(key.revealSecret()), .text(source), SQLiteValue(at)]
+            [.text(key.fingerprint), .text(stored), .text(source), SQLiteValue(at)]
         )
         let id = connection.lastInsertRowID
         guard let inserted = try self.key(id: id) else {

@@ -4,7 +4,7 @@ import CSQLite
 /// they are logged and the operation that needed the store fails.
 public struct StoreError: Error, CustomStringConvertible, Sendable, Equatable {
     public enum Code: Sendable, Equatable {
-        case cannotOpen, notADatabase, corrupt, newerSchema, unsafeLocation, closed, sqlite, notFound, invalidTransition
+        case cannotOpen, notADatabase, corrupt, newerSchema, unsafeLocation, closed, sqlite, notFound, invalidTransition, sealed
     }
 
     public let code: Code

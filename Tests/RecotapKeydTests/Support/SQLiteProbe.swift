@@ -17,3 +17,9 @@ func rawSQL(_ path: String, _ sql: String) -> [String] {
     return rows
 }
 
+
+/// Whether the file holds these bytes anywhere (free pages and WAL frames included).
+func fileContains(_ path: String, _ secret: String) -> Bool {
+    guard let data = FileManager.default.contents(atPath: path) else { return false }
+    return data.range(of: Data(secret.utf8)) != nil
+}

@@ -178,15 +178,17 @@ final class ServedDaemon {
     /// `launcher`: runs the daemon (e.g. the socket-activation helper).
     init(
         validKeys: [String] = [], access: String? = nil, socketMode: String = "0660", extra: String = "",
-        launcher: [String] = [], environment: [String: String] = [:]
+        launcher: [String] = [], environment: [String: String] = [:], directory: TemporaryDirectory? = nil
     ) async throws {
-        let dir = try TemporaryDirectory()
+        // `directory`: another daemon's, to start on what it left (its store, its spool).
+        let dir = try directory ?? TemporaryDirectory()
         self.dir = dir
         chmod(dir.path, 0o755)
         mock = try await MockRecotapAPI.start()
         mock.setValidKeys(validKeys)
         let config = try access.map { try writeTestConfiguration(in: dir, extra: extra, access: $0, socketMode: socketMode) }
             ?? writeTestConfiguration(in: dir, extra: extra, socketMode: socketMode)
+        unlink(dir.file("notify.sock"))  // left by an earlier daemon in `directory`
         notify = try NotifySocket(path: dir.file("notify.sock"))
         daemon = try DaemonProcess(
             arguments: ["--config", config, "--api-base-url", mock.baseURL, "--api-timeout", "2s"],
