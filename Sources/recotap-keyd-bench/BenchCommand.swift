@@ -26,6 +26,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Keep-alive connection counts to measure GET /v1/key with, comma-separated.")
     var connections = "1,64"
 
+    @Option(help: "Checks to measure the store's side of, in the clear and sealed (0 skips): what sealing costs per check.")
+    var sealChecks = 2000
+
     @Option(help: "Seconds of refusals to measure (0 skips): processes as nobody ask for the key while a reader fetches it (needs root and setpriv).")
     var refusals = 0
 
@@ -77,6 +80,7 @@ struct BenchCommand: AsyncParsableCommand {
         if refusals > 0 { try await RefusalBench(seconds: refusals, workers: refusalWorkers).run() }
         if checks > 0 { try await measureChecks() }
         if activations > 0 { try await measureActivations() }
+        if sealChecks > 0 { try await SealBench(checks: sealChecks).run() }
         if requests > 0 {
             try await ServingBench(requests: requests, connections: connections.split(separator: ",").compactMap { Int($0) }).run()
         }

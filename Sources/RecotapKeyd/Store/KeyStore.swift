@@ -300,8 +300,13 @@ public actor KeyStore {
 
     /// One key by id, with its secret (if not erased).
     public func key(id: Int64) throws(StoreError) -> KeyRecord? {
+        try key(id: id, includeSecret: true)
+    }
+
+    /// Without its secret when the caller has no use for it (a sealed one is not opened).
+    private func key(id: Int64, includeSecret: Bool) throws(StoreError) -> KeyRecord? {
         try connection.query("SELECT \(Self.columns) FROM keys WHERE id = ?", [.integer(id)])
-            .first.map { record(from: $0, includeSecret: true) }
+            .first.map { record(from: $0, includeSecret: includeSecret) }
     }
 
     /// The newest key record with this fingerprint, without its secret.
@@ -497,10 +502,10 @@ public actor KeyStore {
             case .rejectedRequest?, .rateLimited?, .unreachable?, nil:
                 break
             }
-            guard let updated = try key(id: check.keyID) else {
+            guard let updated = try key(id: check.keyID, includeSecret: false) else {
                 throw StoreError(.notFound, path: path, message: "no key with id \(check.keyID)")
             }
-            return stripped(updated)
+            return updated
         }
     }
 

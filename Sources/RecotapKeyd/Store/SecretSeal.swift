@@ -89,7 +89,7 @@ public struct SecretSeal: Sendable {
     }
 
     /// `secret` sealed under the current store key, bound to `fingerprint`.
-    func seal(_ secret: String, fingerprint: String) throws -> String {
+    package func seal(_ secret: String, fingerprint: String) throws -> String {
         let box = try AES.GCM.seal(Array(secret.utf8), using: current.key, authenticating: Self.associatedData(fingerprint))
         guard let combined = box.combined else { throw Failure.unknownForm }
         return Self.prefix + current.id + ":" + combined.base64EncodedString()
@@ -97,7 +97,7 @@ public struct SecretSeal: Sendable {
 
     /// The secret in `stored` (sealed or not), checked against `fingerprint`.
     /// `seal` is `nil` when the daemon has no store key.
-    static func open(_ stored: String, fingerprint: String, seal: SecretSeal?) -> Result<String, Failure> {
+    package static func open(_ stored: String, fingerprint: String, seal: SecretSeal?) -> Result<String, Failure> {
         guard isSealed(stored) else { return .success(stored) }
         let parts = stored.dropFirst(prefix.count).split(separator: ":", maxSplits: 1)
         guard parts.count == 2 else { return .failure(.unknownForm) }
