@@ -159,9 +159,9 @@ struct Reverify: AsyncParsableCommand {
         abstract: "Ask the API again about an active key declared invalid; it is valid again if the API now accepts it.",
         discussion: """
             For a false invalidation (Recotap answered 401 by mistake). Exit 0 when the key is active and valid \
-            again, 4 when the API still refuses it, 1 when there was nothing to re-verify or it could not ask now \
-            (at most one such request per check.report_min_interval). Dropping the same key into the spool again \
-            does the same.
+            again, 4 when the API still answers 401, 3 when there is no key, 1 when the active key is not declared \
+            invalid or the API could not be asked now (at most one such request per check.report_min_interval). \
+            Dropping the same key into the spool again does the same.
             """)
     @OptionGroup var options: ClientOptions
     @Flag(name: .long, help: "The daemon's JSON instead.") var json = false
@@ -178,8 +178,9 @@ struct Rollback: AsyncParsableCommand {
         abstract: "Make the key retired last active again, if its secret is still held and the API accepts it.",
         discussion: """
             For a key of the wrong Recotap user dropped into the spool. The previous key is verified first; \
-            if the API does not accept it, nothing changes. Exit 0 when rolled back, 4 when the API refuses the \
-            previous key, 1 otherwise (no previous key, its secret erased, or asked too soon).
+            if the API does not accept it, nothing changes. Exit 0 when rolled back, 4 when the API answers 401 \
+            for the previous key, 1 otherwise (no previous key, its secret erased, another refusal, or asked too \
+            soon).
             """)
     @OptionGroup var options: ClientOptions
     @Flag(name: .long, help: "The daemon's JSON instead.") var json = false

@@ -32,11 +32,11 @@ struct SealBench {
         print(String(format: "store side of a check (%d checks, commit + read back + publish): in the clear %.1f µs, sealed %.1f µs (%+.1f µs, %+.1f%%)",
             checks, clear, sealedCost, sealedCost - clear, clear > 0 ? (sealedCost - clear) / clear * 100 : 0))
 
-        let stored = try seal.seal(key.revealSecret(), fingerprint: key.fingerprint)
+        let stored = try seal.seal(key.revealSecret(), id: 1, fingerprint: key.fingerprint)
         let opens = 100_000
         let start = ContinuousClock.now
         for _ in 0..<opens {
-            guard case .success(key.revealSecret()) = SecretSeal.open(stored, fingerprint: key.fingerprint, seal: seal) else {
+            guard case .success(key.revealSecret()) = SecretSeal.open(stored, id: 1, fingerprint: key.fingerprint, seal: seal) else {
                 throw BenchError("the sealed secret did not open")
             }
         }

@@ -71,8 +71,8 @@ struct RecoveryTests {
     func redropped() async throws {
         let served = try await ServedDaemon(validKeys: [Self.key], extra: "check:\n  confirm_delay: 1s\n  report_min_interval: 5s")
         try await served.activate(Self.key)
+        // The admin check just above spent the budget of on-demand checks, not this one.
         try await falselyInvalidated(served)
-        try await Task.sleep(for: .seconds(5))  // the on-demand check above is not what the budget of re-verifications counts
 
         let before = apiRequests(served)
         _ = try SpoolWriter.write(APIKey(secret: Self.key), into: served.spool)
@@ -86,9 +86,16 @@ struct RecoveryTests {
         #expect(apiRequests(served) == before + 1)
         #expect(try await served.curl("/v1/key").status == 503, "still the dead key, nothing else changed")
 
+        // An admin is not held back by the spool's budget.
+        let admin = try await served.curl("/v1/reverify", method: "POST")
+        #expect(admin.status == 409)
+        #expect(admin.json?["outcome"]?.string == "invalid")
+        #expect(apiRequests(served) == before + 2)
+
         served.mock.setValidKeys([Self.key])
         try await Task.sleep(for: .seconds(5))
-        try await served.activate(Self.key)
+        _ = try SpoolWriter.write(APIKey(secret: Self.key), into: served.spool)
+        #expect(try await eventually(timeout: .seconds(15)) { (try? await served.curl("/v1/key").headers["x-key-version"]) == "2" })
         let now = try await served.curl("/v1/key")
         #expect(now.status == 200)
         #expect(now.headers["x-key-version"] == "2")
@@ -134,9 +141,10 @@ struct RecoveryTests {
         #expect(!served.daemon.output.contains(Self.key) && !served.daemon.output.contains(Self.wrong))
     }
 
-    @Test("re-verifications and rollbacks ask the API at most once per check.report_min_interval: 429 too_soon with Retry-After")
+    @Test("re-verifications and rollbacks ask the API at most once per check.report_min_interval: 429 too_soon with Retry-After; for admins only (403 otherwise)")
     func budget() async throws {
-        let served = try await ServedDaemon(validKeys: [Self.key, Self.wrong], extra: "check:\n  report_min_interval: 60s")
+        let served = try await ServedDaemon(
+            validKeys: [Self.key, Self.wrong], socketMode: "0666", extra: "check:\n  report_min_interval: 60s")
         try await served.activate(Self.key)
         try await served.activate(Self.wrong)
         served.mock.setValidKeys([Self.wrong])
@@ -148,7 +156,19 @@ struct RecoveryTests {
         #expect(second.status == 429)
         #expect(JSONValue.parse(second.text)?["error"]?.string == "too_soon")
         #expect(second.headers["retry-after"].flatMap(Int.init).map { $0 > 50 && $0 <= 60 } == true)
+        let reverify = try await served.curl("/v1/reverify", method: "POST")
+        #expect(reverify.status == 409, "the active key is not invalid: answered without asking")
+        #expect(reverify.json?["error"]?.string == "not_invalid")
         #expect(apiRequests(served) == before + 1)
+
+        if canDropToNobody {
+            for path in ["/v1/reverify", "/v1/rollback"] {
+                let denied = try await served.curl(path, method: "POST", as: asNobody())
+                #expect(denied.status == 403, "\(path) as nobody: \(denied.status)")
+                #expect(denied.json?["error"]?.string == "access_denied")
+            }
+            #expect(apiRequests(served) == before + 1)
+        }
         #expect(await served.finish() == 0)
     }
 }

@@ -29,19 +29,35 @@ struct SealTests {
         #expect(try await store.activeKey()?.key == Self.two)
         #expect(try await store.previousKey()?.key == Self.one)
         #expect(store.current.record?.key == Self.two)
-        let stored = rawSQL(path, "SELECT secret FROM keys ORDER BY id")
+        let stored = rawSQL(path, "SELECT sealed_secret FROM keys ORDER BY id")
+        #expect(rawSQL(path, "SELECT count(*) FROM keys WHERE secret IS NOT NULL") == ["0"])
         #expect(stored.count == 2)
         #expect(stored.allSatisfy { $0.hasPrefix("sealed:v1:\(Self.hostA.keyID):") }, "\(stored.map { $0.prefix(30) })")
         #expect(!anyFile(path, contains: Self.one) && !anyFile(path, contains: Self.two))
         await store.close()
 
-        // Moved to the other row (the attacker with write access to the file): does not open.
-        _ = rawSQL(path, "UPDATE keys SET secret = (SELECT secret FROM keys WHERE id = 1) WHERE id = 2")
-        let reopened = try KeyStore(path: path, seal: Self.hostA)
-        let active = try #require(try await reopened.activeKey())
-        #expect(active.key == nil)
-        #expect(active.secretUnavailable?.contains("altered or moved from another row") == true)
-        await reopened.close()
+        // The old key's sealed secret and fingerprint copied into the active row (an
+        // attacker with write access to the file, bringing back a key of their choice):
+        // bound to its row id, it does not open.
+        _ = rawSQL(path, "UPDATE keys SET sealed_secret = (SELECT sealed_secret FROM keys WHERE id = 1), fingerprint = (SELECT fingerprint FROM keys WHERE id = 1) WHERE id = 2")
+        do {
+            let reopened = try KeyStore(path: path, seal: Self.hostA)
+            let active = try #require(try await reopened.activeKey())
+            #expect(active.key == nil)
+            #expect(active.secretUnavailable?.contains("altered or moved from another row") == true)
+            #expect(try await reopened.key(id: 1)?.key == Self.one, "the row it came from still opens")
+            await reopened.close()
+        }
+
+        // One bit of the ciphertext changed: the tag does not verify.
+        let original = rawSQL(path, "SELECT sealed_secret FROM keys WHERE id = 1")[0]
+        var bytes = Array(Data(base64Encoded: String(original.split(separator: ":")[3]))!)
+        bytes[14] ^= 0x01
+        let altered = original.split(separator: ":")[0...2].joined(separator: ":") + ":" + Data(bytes).base64EncodedString()
+        _ = rawSQL(path, "UPDATE keys SET sealed_secret = '\(altered)' WHERE id = 1")
+        let tampered = try KeyStore(path: path, seal: Self.hostA)
+        #expect(try await tampered.key(id: 1)?.secretUnavailable?.contains("does not open under this store key") == true)
+        await tampered.close()
     }
 
     @Test("started without the store key, or with another host's: no key served, the rows untouched, no new secret stored in the clear beside them")
@@ -53,7 +69,7 @@ struct SealTests {
             try await store.addAndActivate(Self.one, source: "a", state: .valid, at: Date())
             await store.close()
         }
-        let before = rawSQL(path, "SELECT secret FROM keys")
+        let before = rawSQL(path, "SELECT sealed_secret FROM keys")
 
         let bare = try KeyStore(path: path)
         #expect(bare.sealReport == SealReport(sealing: false, keyID: nil, unreadable: 1))
@@ -66,13 +82,13 @@ struct SealTests {
         }
         #expect(!anyFile(path, contains: Self.two))
         await bare.close()
-        #expect(rawSQL(path, "SELECT secret FROM keys") == before)
+        #expect(rawSQL(path, "SELECT sealed_secret FROM keys") == before)
 
         let other = try KeyStore(path: path, seal: Self.hostB)
         #expect(other.sealReport.unreadable == 1)
         #expect(other.current.record?.secretUnavailable?.contains("sealed under another store key (\(Self.hostA.keyID))") == true)
         await other.close()
-        #expect(rawSQL(path, "SELECT secret FROM keys") == before)
+        #expect(rawSQL(path, "SELECT sealed_secret FROM keys") == before)
     }
 
     @Test("a store written in the clear is sealed at the first start with a store key: the clear bytes leave both files")
@@ -90,7 +106,53 @@ struct SealTests {
         #expect(store.sealReport.sealedNow == 2)
         #expect(try await store.activeKey()?.key == Self.two)
         #expect(!anyFile(path, contains: Self.one) && !anyFile(path, contains: Self.two))
+        #expect(rawSQL(path, "SELECT count(*) FROM keys WHERE secret IS NOT NULL") == ["0"])
         await store.close()
+    }
+
+    @Test("a store of schema version 1 (before sealing) is migrated: its secrets in the clear stay readable, then sealed with a store key")
+    func fromVersionOne() async throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.file("state/keyd.sqlite3")
+        do {
+            let store = try KeyStore(path: path)
+            try await store.addAndActivate(Self.one, source: "a", state: .valid, at: Date())
+            await store.close()
+        }
+        _ = rawSQL(path, "ALTER TABLE keys DROP COLUMN sealed_secret")
+        _ = rawSQL(path, "PRAGMA user_version = 1")
+        #expect(rawSQL(path, "PRAGMA user_version") == ["1"])
+        do {
+            let store = try KeyStore(path: path)
+            #expect(try await store.activeKey()?.key == Self.one)
+            await store.close()
+        }
+        #expect(rawSQL(path, "PRAGMA user_version") == ["2"])
+        let sealed = try KeyStore(path: path, seal: Self.hostA)
+        #expect(sealed.sealReport.sealedNow == 1)
+        #expect(try await sealed.activeKey()?.key == Self.one)
+        await sealed.close()
+    }
+
+    @Test("a key whose text looks like a sealed secret is just a key: stored and served as written, in the clear or sealed")
+    func keyLookingSealed() async throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.file("state/keyd.sqlite3")
+        let lookalike = APIKey(secret: "sealed:v1:0123456789abcdef:AAAA")
+        do {
+            let store = try KeyStore(path: path)
+            try await store.addAndActivate(lookalike, source: "a", state: .unverified, at: Date())
+            await store.close()
+        }
+        let bare = try KeyStore(path: path)
+        #expect(bare.sealReport.unreadable == 0)
+        #expect(bare.current.record?.key == lookalike)
+        try await bare.addAndActivate(Self.one, source: "b", state: .valid, at: Date())
+        await bare.close()
+        let sealed = try KeyStore(path: path, seal: Self.hostA)
+        #expect(sealed.sealReport.sealedNow == 2)
+        #expect(try await sealed.previousKey()?.key == lookalike)
+        await sealed.close()
     }
 
     @Test("a new store key with the previous one given too: every secret re-sealed at start; then the previous one is not needed")
@@ -112,7 +174,7 @@ struct SealTests {
         let store = try KeyStore(path: path, seal: Self.hostB)
         #expect(store.sealReport.unreadable == 0)
         #expect(try await store.activeKey()?.key == Self.one)
-        #expect(rawSQL(path, "SELECT secret FROM keys").first?.hasPrefix("sealed:v1:\(Self.hostB.keyID):") == true)
+        #expect(rawSQL(path, "SELECT sealed_secret FROM keys").first?.hasPrefix("sealed:v1:\(Self.hostB.keyID):") == true)
         await store.close()
     }
 
@@ -158,7 +220,7 @@ struct SealedDaemonTests {
         let database = served.dir.file("state/keyd.sqlite3")
         #expect(!fileContains(database, Self.key) && !fileContains(database + "-wal", Self.key))
         #expect(await served.finish() == 0)
-        let rows = rawSQL(database, "SELECT secret FROM keys")
+        let rows = rawSQL(database, "SELECT sealed_secret FROM keys")
 
         // The files alone (a copy, a backup, another host): no store key.
         let bare = try await ServedDaemon(validKeys: [Self.key, Self.another], directory: served.dir)
@@ -174,7 +236,7 @@ struct SealedDaemonTests {
         let waiting = try FileManager.default.contentsOfDirectory(atPath: bare.spool)
         #expect(waiting.contains { $0.hasSuffix(".key") }, "the file stays in the spool: nothing lost")
         #expect(await bare.finish() == 0)
-        #expect(rawSQL(database, "SELECT secret FROM keys") == rows, "the sealed rows untouched")
+        #expect(rawSQL(database, "SELECT sealed_secret FROM keys") == rows, "the sealed rows untouched")
         #expect(!served.daemon.output.contains(Self.key) && !bare.daemon.output.contains(Self.key))
         #expect(!bare.daemon.output.contains(Self.another))
     }

@@ -27,16 +27,20 @@ public enum RecoveryOutcome: Sendable, Equatable {
 /// following them takes it like any rotation, and the checker sees a new key (checked
 /// on the usual schedule from this verification) instead of a dead one coming back.
 ///
-/// The call budget: these requests together go to the API at most once per
-/// `check.report_min_interval`, whoever asks (admins on `keyd.sock`, or a writer of
-/// the spool dropping a dead key again and again).
+/// The call budget: these requests go to the API at most once per
+/// `check.report_min_interval` for admins on `keyd.sock` (re-verifications and
+/// rollbacks together), and once per interval for writers of the spool dropping dead
+/// keys again — two budgets, so a spool writer re-dropping a dead key in a loop never
+/// keeps an admin from acting.
 public actor KeyRecovery {
     private let store: KeyStore
     private let client: any KeyCheckingClient
     private let clock: any SchedulerClock
     private let logger: Logger
     private var minInterval: Duration
-    private var lastAskedAt: Date?
+    /// Who spends a budget: admins on `keyd.sock`, or writers of the spool.
+    enum Asker: Hashable { case admin, spool }
+    private var lastAskedAt: [Asker: Date] = [:]
 
     public init(
         store: KeyStore, client: any KeyCheckingClient, clock: any SchedulerClock, minInterval: Duration,
@@ -68,15 +72,16 @@ public actor KeyRecovery {
                 code: "not_invalid",
                 reason: "the active key \(active.fingerprint) is \(active.state.rawValue), not declared invalid: there is nothing to re-verify (POST /v1/check checks it)")
         }
-        return await reverify(secret, dead: active, active: active, source: "re-verified", metadata: extra)
+        return await reverify(secret, dead: active, active: active, source: "re-verified", by: .admin, metadata: extra)
     }
 
     /// A key declared invalid before, dropped into the spool again (`source`: the file).
     /// `dead` is its newest row; `active` what is active now.
-    func reverify(_ key: APIKey, dead: KeyRecord, active: KeyRecord?, source: String, metadata extra: Logger.Metadata = [:])
-        async -> RecoveryOutcome
-    {
-        if let wait = budgetWait() { return .tooSoon(retryIn: wait) }
+    func reverify(
+        _ key: APIKey, dead: KeyRecord, active: KeyRecord?, source: String, by asker: Asker = .spool,
+        metadata extra: Logger.Metadata = [:]
+    ) async -> RecoveryOutcome {
+        if let wait = budgetWait(asker) { return .tooSoon(retryIn: wait) }
         let result = await client.check(key)
         guard result.outcome == .valid else {
             let outcome = RecoveryOutcome.refused(reason: Self.refusal(result, fingerprint: key.fingerprint), verification: result)
@@ -127,7 +132,7 @@ public actor KeyRecovery {
                 code: "secret_erased",
                 reason: "the secret of version \(previous.id) (\(previous.fingerprint)) was erased\(when) as the retention policy promises; drop that key into the spool instead")
         }
-        if let wait = budgetWait() { return .tooSoon(retryIn: wait) }
+        if let wait = budgetWait(.admin) { return .tooSoon(retryIn: wait) }
         let result = await client.check(secret)
         guard result.outcome == .valid else {
             let outcome = RecoveryOutcome.refused(reason: Self.refusal(result, fingerprint: previous.fingerprint), verification: result)
@@ -157,12 +162,12 @@ public actor KeyRecovery {
     // MARK: - Parts
 
     /// `nil` and the budget spent when a request may go now; otherwise how long until one may.
-    private func budgetWait() -> Duration? {
+    private func budgetWait(_ asker: Asker) -> Duration? {
         let now = clock.now
-        if let last = lastAskedAt, now.since(last) < minInterval {
+        if let last = lastAskedAt[asker], now.since(last) < minInterval, now >= last {
             return last.adding(minInterval).since(now)
         }
-        lastAskedAt = now
+        lastAskedAt[asker] = now
         return nil
     }
 

@@ -293,6 +293,14 @@ public actor SpoolIntake {
                 entry,
                 reason: "this key was declared invalid\(since); it is asked about again at most once per check.report_min_interval, next in \(seconds) s — drop it again then",
                 fingerprint: key.fingerprint)
+        case .unavailable("changed", _):
+            // Another key became active while the API was being asked: that one was
+            // dropped later, or by someone else; it stays. Nothing is lost: the file
+            // is in rejected/.
+            return reject(
+                entry,
+                reason: "another key became active while this one was being asked about; drop it again if it should replace that one",
+                fingerprint: key.fingerprint)
         case .unavailable(_, let reason):
             return leave(entry, reason: reason)
         }

@@ -45,7 +45,14 @@ public actor KeyStore {
             reason TEXT
         );
         CREATE INDEX checks_key_at ON checks (key_id, at);
+        """,
+        // 2: secrets sealed under a store key live in a column of their own (README
+        // "Sealing the store"): what a secret is never depends on its bytes, and a
+        // daemon from before sealing refuses this store instead of serving a sealed
+        // secret as if it were the key.
         """
+        ALTER TABLE keys ADD COLUMN sealed_secret TEXT;
+        """,
     ]
 
     private let connection: SQLiteConnection
@@ -77,7 +84,7 @@ public actor KeyStore {
             try connection.query("PRAGMA journal_mode = WAL")
             try connection.execute("PRAGMA synchronous = NORMAL; PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON;")
             try Self.migrate(connection, from: version)
-            sealReport = try Self.applySeal(seal, connection)
+            (sealReport, walOwesTruncate) = try Self.applySeal(seal, connection)
         } catch {
             connection.close()
             throw error
@@ -145,45 +152,76 @@ public actor KeyStore {
     }
 
     /// Seals the secrets held in the clear and re-seals those under the previous
-    /// store key, in one durable transaction followed by a WAL truncation (the clear
-    /// bytes go from both files, as with an erasure). Rows it cannot open are left
-    /// untouched and counted.
-    private static func applySeal(_ seal: SecretSeal?, _ connection: SQLiteConnection) throws(StoreError) -> SealReport {
+    /// store key, in one durable transaction; then, whenever there is a store key,
+    /// checkpoints and truncates the WAL so no clear bytes stay in either file (also
+    /// after a crash between an earlier sealing's commit and its checkpoint). Rows it
+    /// cannot open are left untouched and counted. Returns the report and whether the
+    /// truncation still owes (a reader held the database: retried by retention).
+    private static func applySeal(_ seal: SecretSeal?, _ connection: SQLiteConnection) throws(StoreError) -> (SealReport, walOwed: Bool) {
         var report = SealReport(sealing: seal != nil, keyID: seal?.keyID)
-        let rows = try connection.query("SELECT id, fingerprint, secret FROM keys WHERE secret IS NOT NULL")
+        let rows = try connection.query(
+            "SELECT id, fingerprint, secret, sealed_secret FROM keys WHERE secret IS NOT NULL OR sealed_secret IS NOT NULL")
         var updates: [(Int64, String)] = []
         for row in rows {
-            guard let id = row.int("id"), let fingerprint = row.text("fingerprint"), let stored = row.text("secret") else { continue }
-            let sealedUnder = SecretSeal.keyID(of: stored)
+            guard let id = row.int("id"), let fingerprint = row.text("fingerprint") else { continue }
+            let sealedNow = row.text("sealed_secret")
             guard let seal else {
-                if sealedUnder != nil { report.unreadable += 1 }
+                if sealedNow != nil { report.unreadable += 1 }
                 continue
             }
-            if sealedUnder == seal.keyID { continue }
-            guard case .success(let secret) = SecretSeal.open(stored, fingerprint: fingerprint, seal: seal),
-                let sealed = try? seal.seal(secret, fingerprint: fingerprint)
-            else {
-                report.unreadable += 1
+            let secret: String
+            if let sealedNow {
+                if SecretSeal.keyID(of: sealedNow) == seal.keyID { continue }
+                guard case .success(let opened) = SecretSeal.open(sealedNow, id: id, fingerprint: fingerprint, seal: seal) else {
+                    report.unreadable += 1
+                    continue
+                }
+                secret = opened
+                report.resealed += 1
+            } else if let clear = row.text("secret") {
+                secret = clear
+                report.sealedNow += 1
+            } else {
                 continue
             }
-            updates.append((id, sealed))
-            if sealedUnder == nil { report.sealedNow += 1 } else { report.resealed += 1 }
+            do {
+                updates.append((id, try seal.seal(secret, id: id, fingerprint: fingerprint)))
+            } catch {
+                throw StoreError(.sealed, path: connection.path, message: "cannot seal the secret of key \(id): \(error)")
+            }
         }
-        guard !updates.isEmpty else { return report }
-        try connection.execute("PRAGMA synchronous = FULL")
-        defer { try? connection.execute("PRAGMA synchronous = NORMAL") }
-        try connection.execute("BEGIN IMMEDIATE")
-        do throws(StoreError) {
-            for (id, sealed) in updates {
-                try connection.query("UPDATE keys SET secret = ? WHERE id = ?", [.text(sealed), .integer(id)])
+        guard seal != nil else { return (report, false) }
+        if !updates.isEmpty {
+            try connection.execute("PRAGMA synchronous = FULL")
+            defer { try? connection.execute("PRAGMA synchronous = NORMAL") }
+            try connection.execute("BEGIN IMMEDIATE")
+            do throws(StoreError) {
+                for (id, sealed) in updates {
+                    try connection.query(
+                        "UPDATE keys SET sealed_secret = ?, secret = NULL WHERE id = ?", [.text(sealed), .integer(id)])
+                }
+                try connection.execute("COMMIT")
+            } catch {
+                try? connection.execute("ROLLBACK")
+                throw error
             }
-            try connection.execute("COMMIT")
+        }
+        let busy = try checkpoint(connection)
+        return (report, busy)
+    }
+
+    /// `PRAGMA wal_checkpoint(TRUNCATE)` without waiting for a reader; `true` when a
+    /// reader kept it from truncating (SQLite answers `busy` rather than an error).
+    private static func checkpoint(_ connection: SQLiteConnection) throws(StoreError) -> Bool {
+        try connection.query("PRAGMA busy_timeout = 0")
+        let result: Result<[SQLiteRow], StoreError>
+        do {
+            result = .success(try connection.query("PRAGMA wal_checkpoint(TRUNCATE)"))
         } catch {
-            try? connection.execute("ROLLBACK")
-            throw error
+            result = .failure(error)
         }
-        try connection.query("PRAGMA wal_checkpoint(TRUNCATE)")
-        return report
+        try connection.query("PRAGMA busy_timeout = \(SQLiteConnection.busyTimeoutMilliseconds)")
+        return (try result.get().first?.int("busy") ?? 0) != 0
     }
 
     private static func verifyIntegrity(_ connection: SQLiteConnection) throws(StoreError) {
@@ -246,20 +284,23 @@ public actor KeyStore {
     // MARK: - Reading
 
     private static let columns =
-        "id, fingerprint, secret, source, status, state, added_at, activated_at, retired_at, retire_reason, last_verified_at, invalid_since, secret_erased_at"
+        "id, fingerprint, secret, sealed_secret, source, status, state, added_at, activated_at, retired_at, retire_reason, last_verified_at, invalid_since, secret_erased_at"
 
     private static func record(from row: SQLiteRow, includeSecret: Bool, seal: SecretSeal?) -> KeyRecord {
+        let id = row.int("id") ?? 0
         let fingerprint = row.text("fingerprint") ?? ""
         var key: APIKey?
         var unavailable: String?
-        if includeSecret, let stored = row.text("secret") {
-            switch SecretSeal.open(stored, fingerprint: fingerprint, seal: seal) {
+        if includeSecret, let sealed = row.text("sealed_secret") {
+            switch SecretSeal.open(sealed, id: id, fingerprint: fingerprint, seal: seal) {
             case .success(let secret): key = APIKey(secret: secret)
             case .failure(let failure): unavailable = failure.description
             }
+        } else if includeSecret, let clear = row.text("secret") {
+            key = APIKey(secret: clear)
         }
         return KeyRecord(
-            id: row.int("id") ?? 0,
+            id: id,
             fingerprint: fingerprint,
             key: key,
             source: row.text("source") ?? "",
@@ -368,27 +409,29 @@ public actor KeyStore {
     }
 
     private func insertCandidate(_ key: APIKey, source: String, at: Date) throws(StoreError) -> KeyRecord {
-        let stored: String
-        if let seal {
-            do {
-                stored = try seal.seal(key.revealSecret(), fingerprint: key.fingerprint)
-            } catch {
-                throw StoreError(.sealed, path: path, message: "cannot seal the secret: \(error)")
-            }
-        } else if sealReport.unreadable > 0 {
+        if seal == nil, sealReport.unreadable > 0 {
             // A sealed store started without its store key: taking a secret in the
             // clear would quietly undo the sealing the operator set up.
             throw StoreError(
                 .sealed, path: path,
                 message: "the store holds sealed secrets and recotap-keyd was started without its store key (credential \(SecretSeal.credentialName)); no new secret is stored in the clear beside them — start it with the credential")
-        } else {
-            stored = key.revealSecret()
         }
+        // Sealed, the secret is bound to its row id: known once the row exists (the
+        // same transaction, so the row never exists without its secret).
         try connection.query(
             "INSERT INTO keys (fingerprint, secret, source, status, state, added_at) VALUES (?, ?, ?, 'candidate', 'unverified', ?)",
-            [.text(key.fingerprint), .text(stored), .text(source), SQLiteValue(at)]
+            [.text(key.fingerprint), seal == nil ? .text(key.revealSecret()) : .null, .text(source), SQLiteValue(at)]
         )
         let id = connection.lastInsertRowID
+        if let seal {
+            let sealed: String
+            do {
+                sealed = try seal.seal(key.revealSecret(), id: id, fingerprint: key.fingerprint)
+            } catch {
+                throw StoreError(.sealed, path: path, message: "cannot seal the secret: \(error)")
+            }
+            try connection.query("UPDATE keys SET sealed_secret = ? WHERE id = ?", [.text(sealed), .integer(id)])
+        }
         guard let inserted = try self.key(id: id) else {
             throw StoreError(.notFound, path: path, message: "key \(id) vanished after insert")
         }
@@ -467,7 +510,7 @@ public actor KeyStore {
     public func reject(candidate id: Int64, at: Date, reason: String) throws(StoreError) {
         try transaction(durable: false) { () throws(StoreError) in
             try connection.query(
-                "UPDATE keys SET status = 'rejected', retired_at = ?, retire_reason = ?, secret = NULL, secret_erased_at = ? WHERE id = ? AND status = 'candidate'",
+                "UPDATE keys SET status = 'rejected', retired_at = ?, retire_reason = ?, secret = NULL, sealed_secret = NULL, secret_erased_at = ? WHERE id = ? AND status = 'candidate'",
                 [SQLiteValue(at), .text(reason), SQLiteValue(at), .integer(id)])
             guard connection.changes == 1 else {
                 throw StoreError(.invalidTransition, path: path, message: "key \(id) is not a candidate")
@@ -524,7 +567,7 @@ public actor KeyStore {
     public func eraseSecret(id: Int64, at: Date) throws(StoreError) {
         try transaction(durable: true) { () throws(StoreError) in
             try connection.query(
-                "UPDATE keys SET secret = NULL, secret_erased_at = ? WHERE id = ? AND status != 'active' AND secret IS NOT NULL",
+                "UPDATE keys SET secret = NULL, sealed_secret = NULL, secret_erased_at = ? WHERE id = ? AND status != 'active' AND (secret IS NOT NULL OR sealed_secret IS NOT NULL)",
                 [SQLiteValue(at), .integer(id)])
         }
         try truncateWAL()
@@ -543,8 +586,8 @@ public actor KeyStore {
             deleted += connection.changes
             try connection.query(
                 """
-                UPDATE keys SET secret = NULL, secret_erased_at = ?
-                WHERE secret IS NOT NULL AND status IN ('retired', 'rejected')
+                UPDATE keys SET secret = NULL, sealed_secret = NULL, secret_erased_at = ?
+                WHERE (secret IS NOT NULL OR sealed_secret IS NOT NULL) AND status IN ('retired', 'rejected')
                   AND (state = 'invalid' OR status = 'rejected' OR retired_at <= ?)
                 """,
                 [SQLiteValue(now), .real(now.timeIntervalSince1970 - policy.retiredSecretMaxAge)])
@@ -564,21 +607,13 @@ public actor KeyStore {
     /// the busy timeout is off for the checkpoint.
     @discardableResult
     private func truncateWAL() throws(StoreError) -> Bool {
-        try connection.query("PRAGMA busy_timeout = 0")
-        let result: Result<[SQLiteRow], StoreError>
-        do {
-            result = .success(try connection.query("PRAGMA wal_checkpoint(TRUNCATE)"))
-        } catch {
-            result = .failure(error)
-        }
-        try connection.query("PRAGMA busy_timeout = \(SQLiteConnection.busyTimeoutMilliseconds)")
-        let busy = try result.get().first?.int("busy") ?? 0
-        walOwesTruncate = busy != 0
-        return busy == 0
+        walOwesTruncate = try Self.checkpoint(connection)
+        return !walOwesTruncate
     }
 
-    /// Set while an erased secret may still be in the WAL: its truncation was refused.
-    private var walOwesTruncate = false
+    /// Set while an erased (or newly sealed) secret may still be in the WAL: its
+    /// truncation was refused.
+    private var walOwesTruncate: Bool
 
     private func stripped(_ record: KeyRecord) -> KeyRecord {
         var copy = record

@@ -11,8 +11,9 @@ import Glibc
 /// The store key is derived (HKDF-SHA256) from the credential's bytes, which
 /// `systemd-creds encrypt --with-key=host` (or `tpm2`) keeps encrypted at rest: only
 /// this host's systemd can hand them to the daemon. Each secret is sealed with a fresh
-/// random nonce and the key's fingerprint as associated data, so a sealed secret moved
-/// to another row does not open. The stored form names the store key that sealed it
+/// random nonce and the row's id and the key's fingerprint as associated data, so a
+/// sealed secret moved to another row (or given another fingerprint) does not open. It
+/// lives in a column of its own, `sealed_secret`. The stored form names the store key that sealed it
 /// (`sealed:v1:<key id>:<base64 nonce‖ciphertext‖tag>`), so a secret sealed under
 /// another key is told apart from a damaged one.
 public struct SecretSeal: Sendable {
@@ -79,36 +80,35 @@ public struct SecretSeal: Sendable {
         }
     }
 
-    /// Whether `stored` is a sealed secret (rather than one stored in the clear).
-    static func isSealed(_ stored: String) -> Bool { stored.hasPrefix(prefix) }
-
-    /// The id of the store key that sealed `stored`, if it is sealed.
+    /// The id of the store key that sealed `stored`.
     static func keyID(of stored: String) -> String? {
-        guard isSealed(stored) else { return nil }
+        guard stored.hasPrefix(prefix) else { return nil }
         return stored.dropFirst(prefix.count).split(separator: ":", maxSplits: 1).first.map(String.init)
     }
 
-    /// `secret` sealed under the current store key, bound to `fingerprint`.
-    package func seal(_ secret: String, fingerprint: String) throws -> String {
-        let box = try AES.GCM.seal(Array(secret.utf8), using: current.key, authenticating: Self.associatedData(fingerprint))
+    /// `secret` sealed under the current store key, bound to its row (`id`) and
+    /// `fingerprint`.
+    package func seal(_ secret: String, id: Int64, fingerprint: String) throws -> String {
+        let box = try AES.GCM.seal(
+            Array(secret.utf8), using: current.key, authenticating: Self.associatedData(id: id, fingerprint: fingerprint))
         guard let combined = box.combined else { throw Failure.unknownForm }
         return Self.prefix + current.id + ":" + combined.base64EncodedString()
     }
 
-    /// The secret in `stored` (sealed or not), checked against `fingerprint`.
-    /// `seal` is `nil` when the daemon has no store key.
-    package static func open(_ stored: String, fingerprint: String, seal: SecretSeal?) -> Result<String, Failure> {
-        guard isSealed(stored) else { return .success(stored) }
+    /// The secret sealed in `stored` (the `sealed_secret` column of row `id`), checked
+    /// against `fingerprint`. `seal` is `nil` when the daemon has no store key.
+    package static func open(_ stored: String, id: Int64, fingerprint: String, seal: SecretSeal?) -> Result<String, Failure> {
+        guard stored.hasPrefix(prefix) else { return .failure(.unknownForm) }
         let parts = stored.dropFirst(prefix.count).split(separator: ":", maxSplits: 1)
         guard parts.count == 2 else { return .failure(.unknownForm) }
-        let id = String(parts[0])
-        guard let seal else { return .failure(.noStoreKey(keyID: id)) }
-        guard let key = [seal.current, seal.previous].compactMap({ $0 }).first(where: { $0.id == id }) else {
-            return .failure(.otherStoreKey(keyID: id))
+        let keyID = String(parts[0])
+        guard let seal else { return .failure(.noStoreKey(keyID: keyID)) }
+        guard let key = [seal.current, seal.previous].compactMap({ $0 }).first(where: { $0.id == keyID }) else {
+            return .failure(.otherStoreKey(keyID: keyID))
         }
         guard let combined = Data(base64Encoded: String(parts[1])),
             let box = try? AES.GCM.SealedBox(combined: combined),
-            let plain = try? AES.GCM.open(box, using: key.key, authenticating: associatedData(fingerprint)),
+            let plain = try? AES.GCM.open(box, using: key.key, authenticating: associatedData(id: id, fingerprint: fingerprint)),
             let secret = String(bytes: plain, encoding: .utf8),
             APIKey.fingerprint(of: secret) == fingerprint
         else {
@@ -117,8 +117,8 @@ public struct SecretSeal: Sendable {
         return .success(secret)
     }
 
-    private static func associatedData(_ fingerprint: String) -> [UInt8] {
-        Array("recotap-keyd/v1/key/\(fingerprint)".utf8)
+    private static func associatedData(id: Int64, fingerprint: String) -> [UInt8] {
+        Array("recotap-keyd/v1/key/\(id)/\(fingerprint)".utf8)
     }
 
     // MARK: - Loading the credential
