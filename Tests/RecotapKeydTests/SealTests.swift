@@ -14,6 +14,17 @@ struct SealTests {
 
     private func files(_ path: String) -> [String] { [path, path + "-wal"] }
 
+    /// A store file at a new path holding `keys` (the last one active), closed again.
+    private func storeFile(_ dir: TemporaryDirectory, holding keys: [APIKey], seal: SecretSeal? = nil) async throws -> String {
+        let path = dir.file("state/keyd.sqlite3")
+        let store = try KeyStore(path: path, seal: seal)
+        for (index, key) in keys.enumerated() {
+            try await store.addAndActivate(key, source: "k\(index)", state: .valid, at: Date())
+        }
+        await store.close()
+        return path
+    }
+
     private func anyFile(_ path: String, contains secret: APIKey) -> Bool {
         files(path).contains { fileContains($0, secret.revealSecret()) }
     }
@@ -63,12 +74,7 @@ struct SealTests {
     @Test("started without the store key, or with another host's: no key served, the rows untouched, no new secret stored in the clear beside them")
     func withoutTheStoreKey() async throws {
         let dir = try TemporaryDirectory()
-        let path = dir.file("state/keyd.sqlite3")
-        do {
-            let store = try KeyStore(path: path, seal: Self.hostA)
-            try await store.addAndActivate(Self.one, source: "a", state: .valid, at: Date())
-            await store.close()
-        }
+        let path = try await storeFile(dir, holding: [Self.one], seal: Self.hostA)
         let before = rawSQL(path, "SELECT sealed_secret FROM keys")
 
         let bare = try KeyStore(path: path)
@@ -94,13 +100,7 @@ struct SealTests {
     @Test("a store written in the clear is sealed at the first start with a store key: the clear bytes leave both files")
     func sealedAtStart() async throws {
         let dir = try TemporaryDirectory()
-        let path = dir.file("state/keyd.sqlite3")
-        do {
-            let store = try KeyStore(path: path)
-            try await store.addAndActivate(Self.one, source: "a", state: .valid, at: Date())
-            try await store.addAndActivate(Self.two, source: "b", state: .valid, at: Date())
-            await store.close()
-        }
+        let path = try await storeFile(dir, holding: [Self.one, Self.two])
         #expect(anyFile(path, contains: Self.one) && anyFile(path, contains: Self.two), "the control: stored in the clear")
         let store = try KeyStore(path: path, seal: Self.hostA)
         #expect(store.sealReport.sealedNow == 2)
@@ -113,12 +113,7 @@ struct SealTests {
     @Test("a store of schema version 1 (before sealing) is migrated: its secrets in the clear stay readable, then sealed with a store key")
     func fromVersionOne() async throws {
         let dir = try TemporaryDirectory()
-        let path = dir.file("state/keyd.sqlite3")
-        do {
-            let store = try KeyStore(path: path)
-            try await store.addAndActivate(Self.one, source: "a", state: .valid, at: Date())
-            await store.close()
-        }
+        let path = try await storeFile(dir, holding: [Self.one])
         _ = rawSQL(path, "ALTER TABLE keys DROP COLUMN sealed_secret")
         _ = rawSQL(path, "PRAGMA user_version = 1")
         #expect(rawSQL(path, "PRAGMA user_version") == ["1"])
@@ -158,12 +153,7 @@ struct SealTests {
     @Test("a new store key with the previous one given too: every secret re-sealed at start; then the previous one is not needed")
     func changingTheStoreKey() async throws {
         let dir = try TemporaryDirectory()
-        let path = dir.file("state/keyd.sqlite3")
-        do {
-            let store = try KeyStore(path: path, seal: Self.hostA)
-            try await store.addAndActivate(Self.one, source: "a", state: .valid, at: Date())
-            await store.close()
-        }
+        let path = try await storeFile(dir, holding: [Self.one], seal: Self.hostA)
         let rotating = SecretSeal(credential: Array(repeating: 0x5B, count: 32), previous: Array(repeating: 0xA5, count: 32))
         do {
             let store = try KeyStore(path: path, seal: rotating)

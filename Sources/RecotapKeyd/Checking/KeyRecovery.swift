@@ -81,22 +81,14 @@ public actor KeyRecovery {
         _ key: APIKey, dead: KeyRecord, active: KeyRecord?, source: String, by asker: Asker = .spool,
         metadata extra: Logger.Metadata = [:]
     ) async -> RecoveryOutcome {
-        if let wait = budgetWait(asker) { return .tooSoon(retryIn: wait) }
-        let result = await client.check(key)
-        guard result.outcome == .valid else {
-            let outcome = RecoveryOutcome.refused(reason: Self.refusal(result, fingerprint: key.fingerprint), verification: result)
-            logRefusal(outcome, fingerprint: key.fingerprint, what: "re-verification", metadata: extra)
-            return outcome
-        }
-        let activation: Activation
-        do {
-            activation = try await store.addAndActivate(
-                key, source: source, state: .valid, at: clock.now,
-                retireReason: dead.id == active?.id ? "re-verified (the API accepts it again)" : "replaced by a re-verified key",
-                verification: Self.verification(result, at: clock.now, note: "(re-verification)"),
-                replacing: .some(active?.id))
-        } catch {
-            return storeFailed(error)
+        let (activation, result): (Activation, CheckResult)
+        switch await reinstate(
+            key, replacing: active, by: asker, what: "re-verification", source: source,
+            retireReason: dead.id == active?.id ? "re-verified (the API accepts it again)" : "replaced by a re-verified key",
+            metadata: extra)
+        {
+        case .failure(let outcome): return outcome.value
+        case .success(let done): (activation, result) = done
         }
         var metadata = Self.metadata(activation, result, extra)
         metadata[LogKey.reason] = "re-verified"
@@ -132,22 +124,13 @@ public actor KeyRecovery {
                 code: "secret_erased",
                 reason: "the secret of version \(previous.id) (\(previous.fingerprint)) was erased\(when) as the retention policy promises; drop that key into the spool instead")
         }
-        if let wait = budgetWait(.admin) { return .tooSoon(retryIn: wait) }
-        let result = await client.check(secret)
-        guard result.outcome == .valid else {
-            let outcome = RecoveryOutcome.refused(reason: Self.refusal(result, fingerprint: previous.fingerprint), verification: result)
-            logRefusal(outcome, fingerprint: previous.fingerprint, what: "rollback", metadata: extra)
-            return outcome
-        }
-        let activation: Activation
-        do {
-            activation = try await store.addAndActivate(
-                secret, source: "rollback to version \(previous.id)", state: .valid, at: clock.now,
-                retireReason: "rolled back to version \(previous.id)",
-                verification: Self.verification(result, at: clock.now, note: "(verification before rollback)"),
-                replacing: .some(active?.id))
-        } catch {
-            return storeFailed(error)
+        let (activation, result): (Activation, CheckResult)
+        switch await reinstate(
+            secret, replacing: active, by: .admin, what: "rollback", source: "rollback to version \(previous.id)",
+            retireReason: "rolled back to version \(previous.id)", metadata: extra)
+        {
+        case .failure(let outcome): return outcome.value
+        case .success(let done): (activation, result) = done
         }
         var metadata = Self.metadata(activation, result, extra)
         metadata["rolled_back_from_version"] = .stringConvertible(previous.id)
@@ -160,6 +143,33 @@ public actor KeyRecovery {
     }
 
     // MARK: - Parts
+
+    /// A `RecoveryOutcome` that ends the attempt early, as an `Error` for `Result`.
+    struct Ended: Error { let value: RecoveryOutcome }
+
+    /// Within `asker`'s budget, asks the API about `key` and, if it accepts it, makes
+    /// it active under a new version — only if `active` is still the active key.
+    private func reinstate(
+        _ key: APIKey, replacing active: KeyRecord?, by asker: Asker, what: String, source: String,
+        retireReason: String, metadata extra: Logger.Metadata
+    ) async -> Result<(Activation, CheckResult), Ended> {
+        if let wait = budgetWait(asker) { return .failure(Ended(value: .tooSoon(retryIn: wait))) }
+        let result = await client.check(key)
+        guard result.outcome == .valid else {
+            let outcome = RecoveryOutcome.refused(reason: Self.refusal(result, fingerprint: key.fingerprint), verification: result)
+            logRefusal(outcome, fingerprint: key.fingerprint, what: what, metadata: extra)
+            return .failure(Ended(value: outcome))
+        }
+        do {
+            let activation = try await store.addAndActivate(
+                key, source: source, state: .valid, at: clock.now, retireReason: retireReason,
+                verification: CheckMachine.record(result, keyID: 0, at: clock.now, note: "(\(what))"),
+                replacing: .some(active?.id))
+            return .success((activation, result))
+        } catch {
+            return .failure(Ended(value: storeFailed(error)))
+        }
+    }
 
     /// `nil` and the budget spent when a request may go now; otherwise how long until one may.
     private func budgetWait(_ asker: Asker) -> Duration? {
@@ -194,10 +204,6 @@ public actor KeyRecovery {
         }
         logger.error("the store failed", metadata: [LogKey.error: "\(error)"])
         return .unavailable(code: "store_error", reason: "the store failed: \(error)")
-    }
-
-    private static func verification(_ result: CheckResult, at now: Date, note: String) -> CheckRecord {
-        CheckMachine.record(result, keyID: 0, at: now, note: note)
     }
 
     private static func metadata(_ activation: Activation, _ result: CheckResult, _ extra: Logger.Metadata) -> Logger.Metadata {
