@@ -171,6 +171,22 @@ struct CheckMachineTests {
         #expect(driver.handle(.requested(.admin, token: admin), at: at(7600)) == [.reply(admin, .done(.noCheckableKey(.invalid)))])
     }
 
+    @Test("a key held sealed without its store key is never checked: nothing to send, no wake-up; a readable key published after it is checked at once")
+    func unreadableKey() {
+        var sealed = record(id: 1)
+        sealed.key = nil
+        sealed.secretUnavailable = "sealed without the store key"
+        var driver = Driver.running(sealed, startCheck: false)
+        #expect(driver.machine.phase == .noKey)
+        #expect(driver.machine.nextWake == nil)
+        #expect(driver.round(at: at(1)).sends == 0)
+        let token = driver.nextToken()
+        #expect(driver.handle(.requested(.admin, token: token), at: at(2)) == [.reply(token, .done(.noCheckableKey(.valid)))])
+        _ = driver.handle(.keyPublished(record(id: 2)), at: at(3))
+        #expect(driver.machine.phase == .scheduled(at: at(3)))
+        #expect(driver.round(at: at(3)).sends == 1)
+    }
+
     @Test("401 then 200 keeps the key; a later single 401 needs its own confirmation")
     func flaky401() {
         var driver = Driver.running()

@@ -198,7 +198,7 @@ struct SealedDaemonTests {
     static let key = "rtk_sealed_daemon_key_0123456"
     static let another = "rtk_another_key_0000000001"
 
-    @Test("with $CREDENTIALS_DIRECTORY/store-key the key is served and sealed in the file; the same files started without it serve no key and say why, rows untouched, a new key left in the spool")
+    @Test("with $CREDENTIALS_DIRECTORY/store-key the key is served and sealed in the file; a copy of the file started without it serves no key and says why, rows untouched, a new key left in the spool")
     func sealedDaemon() async throws {
         let credentials = try TemporaryDirectory()
         try credentials.write("store-key", String(repeating: "c", count: 48))
@@ -212,8 +212,13 @@ struct SealedDaemonTests {
         #expect(await served.finish() == 0)
         let rows = rawSQL(database, "SELECT sealed_secret FROM keys")
 
-        // The files alone (a copy, a backup, another host): no store key.
-        let bare = try await ServedDaemon(validKeys: [Self.key, Self.another], directory: served.dir)
+        // A copy of the database file (a backup, another host): no store key.
+        let elsewhere = try TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: elsewhere.file("state"), withIntermediateDirectories: true)
+        chmod(elsewhere.path, 0o755)
+        try FileManager.default.copyItem(atPath: database, toPath: elsewhere.file("state/keyd.sqlite3"))
+        let copy = elsewhere.file("state/keyd.sqlite3")
+        let bare = try await ServedDaemon(validKeys: [Self.key, Self.another], directory: elsewhere)
         let answer = try await bare.curl("/v1/key")
         #expect(answer.status == 503)
         #expect(answer.json?["error"]?.string == "sealed")
@@ -226,7 +231,13 @@ struct SealedDaemonTests {
         let waiting = try FileManager.default.contentsOfDirectory(atPath: bare.spool)
         #expect(waiting.contains { $0.hasSuffix(".key") }, "the file stays in the spool: nothing lost")
         #expect(await bare.finish() == 0)
-        #expect(rawSQL(database, "SELECT sealed_secret FROM keys") == rows, "the sealed rows untouched")
+        #expect(rawSQL(copy, "SELECT sealed_secret FROM keys") == rows, "the sealed rows untouched")
+
+        // The original files, with the store key again: served.
+        let again = try await ServedDaemon(
+            validKeys: [Self.key], environment: ["CREDENTIALS_DIRECTORY": credentials.path], directory: served.dir)
+        #expect(try await again.curl("/v1/key").body == Data(Self.key.utf8))
+        #expect(await again.finish() == 0)
         #expect(!served.daemon.output.contains(Self.key) && !bare.daemon.output.contains(Self.key))
         #expect(!bare.daemon.output.contains(Self.another))
     }
