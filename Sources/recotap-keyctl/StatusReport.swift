@@ -34,7 +34,9 @@ enum StatusReport {
             if let invalid = when(status.invalidSince, now: now) { lines.append(("invalid since", invalid)) }
             if let why = status.keyUnavailable { lines.append(("NOT SERVED", why)) }
         }
-        lines.append(("store", status.storeSealed ? "secrets sealed under the store key" : "secrets in the clear (not sealed)"))
+        if let sealed = status.storeSealed {
+            lines.append(("store", sealed ? "secrets sealed under the store key" : "secrets in the clear (not sealed)"))
+        }
         if let check = status.lastCheck {
             let result = describe(outcome: check.outcome, httpStatus: check.httpStatus, latencyMs: check.latencyMs, reason: check.reason)
             lines.append(("last check", (when(check.at, now: now) ?? "?") + ": " + result))

@@ -42,6 +42,13 @@ struct RecoveryTests {
         #expect(dead.headers["x-key-version"] == "1", "nothing changed")
 
         served.mock.setValidKeys([Self.key])
+        served.mock.inject(.status(503))
+        let outage = try await served.curl("/v1/reverify", method: "POST")
+        #expect(outage.status == 503, "an outage is not a refusal")
+        #expect(outage.json?["error"]?.string == "api_unavailable")
+        #expect(outage.json?["outcome"]?.string == "unreachable")
+        #expect(try await served.curl("/v1/key").headers["x-key-version"] == "1", "nothing changed")
+
         let done = try await keyctl(served, ["reverify", "--json"])
         #expect(done.status == 0, "\(done.stderr)")
         let body = try #require(JSONValue.parse(done.output))

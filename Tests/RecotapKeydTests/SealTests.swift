@@ -230,6 +230,7 @@ struct SealedDaemonTests {
         #expect(try await bare.logged("no new secret is stored in the clear beside them"))
         let waiting = try FileManager.default.contentsOfDirectory(atPath: bare.spool)
         #expect(waiting.contains { $0.hasSuffix(".key") }, "the file stays in the spool: nothing lost")
+        #expect(bare.mock.requests().isEmpty, "nothing sent: no readable key to check, and the dropped key not asked about")
         #expect(await bare.finish() == 0)
         #expect(rawSQL(copy, "SELECT sealed_secret FROM keys") == rows, "the sealed rows untouched")
 

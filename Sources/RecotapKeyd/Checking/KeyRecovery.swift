@@ -21,8 +21,8 @@ public enum RecoveryOutcome: Sendable, Equatable {
 /// declared invalid — a 401 that Recotap answered by mistake — and rolling back to the
 /// key retired last — a key of the wrong Recotap user dropped into the spool.
 ///
-/// Either asks the API about one specific key first and changes nothing unless it
-/// answers 200. The key then becomes active under a **new version** (a new row in the
+/// Either asks the API about one specific key first and changes nothing unless the
+/// check comes out `valid` (a 2xx, as for any check). The key then becomes active under a **new version** (a new row in the
 /// store, holding the same secret): versions only ever grow, so every consumer
 /// following them takes it like any rotation, and the checker sees a new key (checked
 /// on the usual schedule from this verification) instead of a dead one coming back.
@@ -64,13 +64,16 @@ public actor KeyRecovery {
         guard let active else {
             return .unavailable(code: "no_key", reason: "there is no active key to re-verify")
         }
-        guard let secret = active.key else {
-            return .unavailable(code: "sealed", reason: "key \(active.fingerprint) cannot be read: \(active.secretUnavailable ?? "its secret is missing")")
-        }
         guard active.state == .invalid else {
             return .unavailable(
                 code: "not_invalid",
                 reason: "the active key \(active.fingerprint) is \(active.state.rawValue), not declared invalid: there is nothing to re-verify (POST /v1/check checks it)")
+        }
+        if let why = active.secretUnavailable {
+            return .unavailable(code: "sealed", reason: "key \(active.fingerprint) cannot be read: \(why)")
+        }
+        guard let secret = active.key else {
+            return .unavailable(code: "store_error", reason: "the secret of the active key \(active.fingerprint) is missing from the store")
         }
         return await reverify(secret, dead: active, active: active, source: "re-verified", by: .admin, metadata: extra)
     }

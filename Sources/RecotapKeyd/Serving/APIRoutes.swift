@@ -418,7 +418,11 @@ package struct APIRoutes: Sendable {
                     ? "the API accepts key \(key.fingerprint) again: it is active and valid, as version \(key.id)"
                     : "rolled back to key \(key.fingerprint): the API accepts it; it is active as version \(key.id)"))
         case .refused(let reason, let result):
-            return .error(.conflict, "refused", "\(reason); nothing changed") { failure in
+            let unreachable = result.outcome == .unreachable || result.outcome == .rateLimited
+            return .error(
+                unreachable ? .serviceUnavailable : .conflict, unreachable ? "api_unavailable" : "refused",
+                "\(reason); nothing changed"
+            ) { failure in
                 failure.httpStatus = result.httpStatus
                 failure.outcome = result.outcome.rawValue
             }

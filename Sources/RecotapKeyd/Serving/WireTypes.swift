@@ -103,8 +103,9 @@ public enum Wire {
         public var peerLog: PeerLogCounts
         public var uptimeSeconds: Int64
         public var daemonVersion: String
-        /// Whether secrets are sealed at rest (README "Sealing the store").
-        public var storeSealed: Bool
+        /// Whether secrets are sealed at rest (README "Sealing the store"); always
+        /// set by this daemon (optional so a newer keyctl reads an older daemon).
+        public var storeSealed: Bool?
         /// Why the active key is held but not served (sealed without its store key).
         @Nullable public var keyUnavailable: String?
     }

@@ -173,6 +173,11 @@ public actor SpoolIntake {
         case .key(let found):
             key = found
         }
+        if let refusal = store.refusesNewSecrets {
+            // Left where it is, without asking the API: it goes in once the daemon
+            // runs with its store key.
+            return leave(entry, reason: refusal)
+        }
 
         let active: KeyRecord?
         let known: KeyRecord?

@@ -61,6 +61,13 @@ public actor KeyStore {
     public nonisolated let current = CurrentKey()
     /// Seals secrets at rest (`nil`: stored in the clear).
     private let seal: SecretSeal?
+
+    /// Why no new secret can be stored (a sealed store opened without its store key),
+    /// or `nil`. Known at open: the spool leaves a file without asking the API.
+    public nonisolated var refusesNewSecrets: String? {
+        guard seal == nil, sealReport.unreadable > 0 else { return nil }
+        return "the store holds sealed secrets and recotap-keyd was started without its store key (credential \(SecretSeal.credentialName)); no new secret is stored in the clear beside them — start it with the credential"
+    }
     /// What opening found of the sealing, for the start-up log and `/v1/status`.
     public nonisolated let sealReport: SealReport
 
@@ -171,7 +178,12 @@ public actor KeyStore {
             }
             let secret: String
             if let sealedNow {
-                if SecretSeal.keyID(of: sealedNow) == seal.keyID { continue }
+                if SecretSeal.keyID(of: sealedNow) == seal.keyID {
+                    // Already sealed under this key; a clear copy beside it (only a
+                    // hand edit makes one) goes.
+                    if row.text("secret") != nil { updates.append((id, sealedNow)) }
+                    continue
+                }
                 guard case .success(let opened) = SecretSeal.open(sealedNow, id: id, fingerprint: fingerprint, seal: seal) else {
                     report.unreadable += 1
                     continue
@@ -409,12 +421,10 @@ public actor KeyStore {
     }
 
     private func insertCandidate(_ key: APIKey, source: String, at: Date) throws(StoreError) -> KeyRecord {
-        if seal == nil, sealReport.unreadable > 0 {
+        if let refusal = refusesNewSecrets {
             // A sealed store started without its store key: taking a secret in the
             // clear would quietly undo the sealing the operator set up.
-            throw StoreError(
-                .sealed, path: path,
-                message: "the store holds sealed secrets and recotap-keyd was started without its store key (credential \(SecretSeal.credentialName)); no new secret is stored in the clear beside them — start it with the credential")
+            throw StoreError(.sealed, path: path, message: refusal)
         }
         // Sealed, the secret is bound to its row id: known once the row exists (the
         // same transaction, so the row never exists without its secret).
@@ -453,7 +463,7 @@ public actor KeyStore {
     }
 
     private func promote(candidate id: Int64, state: KeyState, at: Date, retireReason: String) throws(StoreError) -> Activation {
-        guard let candidate = try key(id: id) else {
+        guard let candidate = try key(id: id, includeSecret: false) else {
             throw StoreError(.notFound, path: path, message: "no key with id \(id)")
         }
         guard candidate.status == .candidate else {
@@ -464,7 +474,7 @@ public actor KeyStore {
             try connection.query(
                 "UPDATE keys SET status = 'retired', retired_at = ?, retire_reason = ? WHERE id = ?",
                 [SQLiteValue(at), .text(retireReason), .integer(previous.id)])
-            retired = try key(id: previous.id).map { stripped($0) }
+            retired = try key(id: previous.id, includeSecret: false)
         }
         try connection.query(
             "UPDATE keys SET status = 'active', state = ?, activated_at = ?, last_verified_at = ? WHERE id = ?",
