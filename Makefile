@@ -108,6 +108,10 @@ install: deps
 	  > $(DESTDIR)$(UNITDIR)/recotap-keyd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/recotap-keyd.service
 	install -m 0644 systemd/recotap-keyd.socket $(DESTDIR)$(UNITDIR)/recotap-keyd.socket
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' 'systemd/recotap-keyd-restart@.service.in' \
+	  > '$(DESTDIR)$(UNITDIR)/recotap-keyd-restart@.service'
+	sed -e 's|@DOCDIR@|$(DOCDIR)|g' 'systemd/recotap-keyd-restart@.path' > '$(DESTDIR)$(UNITDIR)/recotap-keyd-restart@.path'
+	chmod 0644 '$(DESTDIR)$(UNITDIR)/recotap-keyd-restart@.service' '$(DESTDIR)$(UNITDIR)/recotap-keyd-restart@.path'
 	install -m 0644 systemd/recotap-keyd.sysusers $(DESTDIR)$(SYSUSERSDIR)/recotap-keyd.conf
 	install -m 0644 systemd/recotap-keyd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/recotap-keyd.conf
 	install -m 0644 systemd/recotap-keyd.catalog $(DESTDIR)$(CATALOGDIR)/recotap-keyd.catalog

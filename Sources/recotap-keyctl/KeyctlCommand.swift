@@ -16,7 +16,10 @@ struct KeyctlCommand: AsyncParsableCommand {
             8 timed out, 64 usage.
             """,
         version: KeydVersion.current,
-        subcommands: [Get.self, Status.self, Check.self, History.self, Rotate.self, Wait.self, Reverify.self, Rollback.self]
+        subcommands: [
+            Get.self, Status.self, Check.self, History.self, Rotate.self, Wait.self, Reverify.self, Rollback.self,
+            VerifyCredential.self, RestartConsumer.self, Exec.self,
+        ]
     )
 }
 

@@ -130,6 +130,7 @@ struct BenchCommand: AsyncParsableCommand {
         configuration.check.interval = .seconds(3600)
         configuration.sockets.api = directory + "/run/keyd.sock"
         configuration.sockets.credential = directory + "/run/credential.sock"
+        configuration.sockets.generationFile = directory + "/run/generation"
         let daemon = try await KeydDaemon.build(
             configuration: configuration, logger: Logger(label: "bench") { _ in SwiftLogNoOpLogHandler() },
             notifier: SystemdNotifier { _ in true }, watchdogInterval: nil)

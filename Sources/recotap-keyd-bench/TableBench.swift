@@ -192,7 +192,8 @@ struct TableBench {
             process.arguments = [
                 "--api-base-url", mock, "--spool-directory", directory + "/spool",
                 "--store-path", directory + "/state/keyd.sqlite3", "--sockets-api", directory + "/run/keyd.sock",
-                "--sockets-credential", directory + "/run/credential.sock", "--log-target", "console", "--log-level", "warning",
+                "--sockets-credential", directory + "/run/credential.sock",
+                "--sockets-generation-file", directory + "/run/generation", "--log-target", "console", "--log-level", "warning",
                 "--check-interval", "1h", "--sockets-mode", "0666",
             ]
             process.environment = ["PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": notify, "WATCHDOG_USEC": "30000000"]

@@ -52,6 +52,7 @@ private let readBack: [String: @Sendable (KeydConfiguration) -> String] = [
     "store.path": { $0.store.path },
     "sockets.api": { $0.sockets.api },
     "sockets.credential": { $0.sockets.credential },
+    "sockets.generation_file": { $0.sockets.generationFile ?? "" },
     "sockets.mode": { "0" + String($0.sockets.mode, radix: 8) },
     "access.readers.users": { $0.access.readers.users.joined(separator: ",") },
     "access.readers.groups": { $0.access.readers.groups.joined(separator: ",") },
@@ -82,6 +83,7 @@ private func override(_ key: String, _ source: String) -> String {
     case "store.path": "/srv/\(source)/keyd.sqlite3"
     case "sockets.api": "/srv/\(source)/keyd.sock"
     case "sockets.credential": "/srv/\(source)/credential.sock"
+    case "sockets.generation_file": "/srv/\(source)/generation"
     case "sockets.mode": source == "env" ? "0660" : "0666"
     case "access.readers.users": "\(source)-reader"
     case "access.readers.groups": "\(source)-readers,\(source)-more"

@@ -57,6 +57,9 @@ public struct ConfigurationKey: Sendable {
         .path("store.path", \.store.path),
         .socketPath("sockets.api", \.sockets.api),
         .socketPath("sockets.credential", \.sockets.credential),
+        .init("sockets.generation_file", .path, range: "a path, or \"\" for none") { value, config throws(ConfigurationError) in
+            config.sockets.generationFile = try value.string.isEmpty ? nil : value.path()
+        },
         .init("sockets.mode", .string, range: "0600 to 0777") { value, config throws(ConfigurationError) in
             config.sockets.mode = try value.socketMode()
         },

@@ -36,6 +36,8 @@ public struct KeydConfiguration: Sendable, Equatable {
     public struct Sockets: Sendable, Equatable {
         public var api: String
         public var credential: String
+        /// The generation file (README "Consumers"); `nil`: none.
+        public var generationFile: String?
         /// Permission bits for both socket files, e.g. `0o660`.
         public var mode: UInt32
     }
@@ -92,6 +94,7 @@ public struct KeydConfiguration: Sendable, Equatable {
         sockets: Sockets(
             api: "/run/recotap-keyd/keyd.sock",
             credential: "/run/recotap-keyd/credential.sock",
+            generationFile: "/run/recotap-keyd/generation",
             mode: 0o660
         ),
         access: Access(

@@ -138,6 +138,12 @@ public struct KeydDaemon: Sendable {
                 store: store, clock: clock, readiness: readiness, logger: logger, published: store.current.changes())),
             .init(service: SpoolService(
                 intake: intake, inotify: inotify, watchingSince: watchingSince, readiness: readiness, logger: logger)),
+        ]
+        if let path = configuration.sockets.generationFile {
+            services.append(.init(service: GenerationService(
+                file: GenerationFile(path: path), published: store.current.changes(), clock: clock, logger: logger)))
+        }
+        services += [
             // Shut down in reverse: the sockets stop accepting before the work
             // requests started is cancelled.
             .init(service: RequestWorkService(work: serving.work)),

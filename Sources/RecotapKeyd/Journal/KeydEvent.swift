@@ -16,6 +16,7 @@ public enum KeydEvent: String, Sendable, CaseIterable {
     case consumerReported401 = "CONSUMER_REPORTED_401"
     case accessDeniedSuppressed = "ACCESS_DENIED_SUPPRESSED"
     case keyRolledBack = "KEY_ROLLED_BACK"
+    case consumerRestarted = "CONSUMER_RESTARTED"
 
     /// 128-bit id, 32 lowercase hex digits, as `journalctl MESSAGE_ID=` expects.
     public var messageID: String {
@@ -32,6 +33,7 @@ public enum KeydEvent: String, Sendable, CaseIterable {
         case .consumerReported401: "d14aa51bbef64129938a45c06c60d886"
         case .accessDeniedSuppressed: "3cbe7adacfb441af8e7929c3648973e2"
         case .keyRolledBack: "dec37dbd8961488cb48655b078cdad5b"
+        case .consumerRestarted: "9465054579cd46beb330eb646d3f257c"
         }
     }
 
@@ -41,7 +43,7 @@ public enum KeydEvent: String, Sendable, CaseIterable {
         case .keyInvalidated: .critical  // 2
         case .keyStillInvalid, .spoolRejected, .apiRequestError: .error  // 3
         case .checkDegraded, .accessDenied, .consumerReported401, .accessDeniedSuppressed, .keyRolledBack: .warning  // 4
-        case .keyActivated, .checkRecovered: .notice  // 5
+        case .keyActivated, .checkRecovered, .consumerRestarted: .notice  // 5
         case .daemonLifecycle: .info  // 6
         }
     }

@@ -127,6 +127,7 @@ func writeTestConfiguration(
         sockets:
           api: run/keyd.sock
           credential: run/credential.sock
+          generation_file: run/generation
           mode: "\(socketMode)"
         \(access.replacingOccurrences(of: "\n", with: "\n        "))
         log:

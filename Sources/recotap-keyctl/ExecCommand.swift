@@ -1,0 +1,207 @@
+import ArgumentParser
+import Foundation
+import RecotapKeyd
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `exec [--env NAME | --file PATH] [--on-rotate restart|SIGNAL] -- CMD ARGS…`: runs a
+/// program that reads the key once, with the key in its environment or in a file, and
+/// follows rotations by the long poll — restarting it, or signalling it after the file
+/// was rewritten (README "Consumers").
+struct Exec: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a command with the key (environment or file) and restart or signal it at each rotation.",
+        discussion: """
+            Starts CMD with the key in the environment variable --env (default RECOTAP_API_KEY) or in the file \\
+            --file (mode 0600, rewritten atomically at each rotation), then follows the key with long polls. \\
+            At each new version: --on-rotate restart (the default) stops CMD with SIGTERM and starts it again \\
+            with the new key; --on-rotate HUP (or another signal name, with --file) rewrites the file and sends \\
+            the signal. An invalidation changes nothing (no restart into a dead key). SIGTERM, SIGINT and SIGHUP \\
+            are passed to CMD; the exit status is CMD's (128+N when a signal N ended it). The key is never printed.
+            """)
+    @OptionGroup var options: ClientOptions
+    @Option(help: "Give CMD the key in this environment variable (default RECOTAP_API_KEY unless --file).") var env: String?
+    @Option(help: "Give CMD the key in this file (0600, rewritten atomically at each rotation).") var file: String?
+    @Option(name: .customLong("on-rotate"), help: "restart, or a signal name to send (HUP, USR1, …; needs --file).")
+    var onRotate = "restart"
+    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.") var command: [String] = []
+
+    static let signals: [String: Int32] = [
+        "HUP": SIGHUP, "USR1": SIGUSR1, "USR2": SIGUSR2, "TERM": SIGTERM, "INT": SIGINT, "QUIT": SIGQUIT,
+        "WINCH": SIGWINCH, "ALRM": SIGALRM,
+    ]
+
+    var rotationSignal: Int32? {
+        guard onRotate != "restart" else { return nil }
+        let name = onRotate.uppercased()
+        return Self.signals[name.hasPrefix("SIG") ? String(name.dropFirst(3)) : name]
+    }
+
+    var program: [String] { command.first == "--" ? Array(command.dropFirst()) : command }
+
+    func validate() throws {
+        guard !program.isEmpty else { throw ValidationError("give the command to run after --") }
+        if env != nil, file != nil { throw ValidationError("--env and --file exclude each other") }
+        if let env, env.isEmpty || env.contains("=") { throw ValidationError("--env needs a variable name") }
+        if onRotate != "restart" {
+            guard rotationSignal != nil else {
+                throw ValidationError("--on-rotate must be restart or a signal name (\(Self.signals.keys.sorted().joined(separator: ", ")))")
+            }
+            guard file != nil else {
+                throw ValidationError("--on-rotate \(onRotate) needs --file: a signalled process cannot see a new environment")
+            }
+        }
+    }
+
+    /// What happens next, from any of the sources the loop waits on.
+    enum Event: Sendable {
+        case exited(pid: pid_t, status: Int32)
+        case rotated(Wire.Key)
+        case signal(Int32)
+    }
+
+    func run() async throws {
+        var exitStatus: Int32 = 0
+        try await runReportingErrors { () throws(KeyctlError) in
+            let client = try await options.client()
+            var key = try await fetch(client)
+            try deliver(key)
+            let (events, sink) = AsyncStream<Event>.makeStream()
+
+            // Signals for CMD: handled here, passed on.
+            let forwarded: [Int32] = [SIGTERM, SIGINT, SIGHUP]
+            var sources: [any DispatchSourceSignal] = []
+            for number in forwarded {
+                signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+                source.setEventHandler { sink.yield(.signal(number)) }
+                source.resume()
+                sources.append(source)
+            }
+            defer { sources.forEach { $0.cancel() } }
+
+            let startVersion = key.version
+            let poller = Task {
+                var version = startVersion
+                while !Task.isCancelled {
+                    guard let response = try? await client.request(
+                        .GET, "/v1/key?wait=300&after=\(version)", timeout: .seconds(330))
+                    else {
+                        try? await Task.sleep(for: .seconds(5))  // the daemon restarting: ask again
+                        continue
+                    }
+                    guard response.status == 200, let next = response.decoded(Wire.Key.self) else {
+                        if response.status != 304 { try? await Task.sleep(for: .seconds(1)) }
+                        continue
+                    }
+                    version = next.version
+                    sink.yield(.rotated(next))
+                }
+            }
+            defer { poller.cancel() }
+
+            var child = try spawn(key, resetting: forwarded, sink: sink)
+            var restarting = false
+            var stopping = false
+            for await event in events {
+                switch event {
+                case .signal(let number):
+                    stopping = true
+                    kill(child, number)
+                case .rotated(let next):
+                    guard !stopping else { continue }
+                    key = next
+                    try deliver(key)
+                    if let number = rotationSignal {
+                        kill(child, number)
+                    } else {
+                        restarting = true
+                        kill(child, SIGTERM)
+                    }
+                case .exited(let pid, let status):
+                    guard pid == child else { continue }
+                    if restarting, !stopping {
+                        restarting = false
+                        child = try spawn(key, resetting: forwarded, sink: sink)
+                        continue
+                    }
+                    exitStatus = Self.exitCode(status)
+                    return
+                }
+            }
+        }
+        throw ExitCode(exitStatus)
+    }
+
+    private func fetch(_ client: DaemonClient) async throws(KeyctlError) -> Wire.Key {
+        let response = try await client.request(.GET, "/v1/key")
+        try requireKey(response)
+        guard let key = response.decoded(Wire.Key.self) else {
+            throw KeyctlError(exit: .failure, message: "unexpected answer: \(response.message)")
+        }
+        return key
+    }
+
+    /// Writes the key where CMD reads it (with --file): a new 0600 file renamed over the old.
+    private func deliver(_ key: Wire.Key) throws(KeyctlError) {
+        guard let file else { return }
+        let temporary = file + ".tmp-\(getpid())"
+        unlink(temporary)
+        let fd = open(temporary, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw KeyctlError(exit: .failure, message: "cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        let bytes = Array(key.key.utf8)
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        let failed = written != bytes.count || fchmod(fd, 0o600) != 0 || fsync(fd) != 0
+        close(fd)
+        guard !failed, rename(temporary, file) == 0 else {
+            unlink(temporary)
+            throw KeyctlError(exit: .failure, message: "cannot write the key to \(file): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Starts CMD (found on PATH) with the key in its environment when asked, the
+    /// forwarded signals back at their defaults; its exit arrives as an event.
+    private func spawn(_ key: Wire.Key, resetting signals: [Int32], sink: AsyncStream<Event>.Continuation) throws(KeyctlError) -> pid_t {
+        var environment = ProcessInfo.processInfo.environment
+        if file == nil { environment[env ?? "RECOTAP_API_KEY"] = key.key }
+        environment["RECOTAP_KEY_VERSION"] = String(key.version)
+        environment["RECOTAP_KEY_FINGERPRINT"] = key.fingerprint
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for number in signals { sigaddset(&defaults, number) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        // libdispatch blocks the signals its sources watch; the child must not inherit that.
+        var unblocked = sigset_t()
+        sigemptyset(&unblocked)
+        posix_spawnattr_setsigmask(&attributes, &unblocked)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        let argv = program.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let result = posix_spawnp(&pid, program[0], nil, &attributes, argv, envp)
+        guard result == 0 else {
+            throw KeyctlError(exit: .failure, message: "cannot run \(TerminalSafe.escape(program[0])): \(String(cString: strerror(result)))")
+        }
+        let child = pid
+        DispatchQueue.global().async {
+            var status: Int32 = 0
+            while waitpid(child, &status, 0) < 0, errno == EINTR {}
+            sink.yield(.exited(pid: child, status: status))
+        }
+        return child
+    }
+
+    /// The shell's convention: the exit code, or 128 + the signal that ended it.
+    static func exitCode(_ status: Int32) -> Int32 {
+        let signal = status & 0x7f
+        return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+    }
+}
