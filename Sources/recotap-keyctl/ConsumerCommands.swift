@@ -78,12 +78,13 @@ struct RestartConsumer: AsyncParsableCommand {
             Reads the generation file; if the key it names is valid and UNIT was not restarted for that version \\
             yet, waits a random delay between --delay-min and --delay-max (so a fleet does not restart every \\
             consumer at once), reads the file again (a burst of rotations ends in one restart, into the newest \\
-            key), and runs systemctl --mode UNIT. An invalidation or an unverified key restarts nothing. The \\
-            version restarted for is kept in --state-directory; the outcome goes to the journal as \\
-            CONSUMER_RESTARTED.
+            key), and runs systemctl --mode UNIT, then reads the file once more in case a rotation landed \\
+            meanwhile. An invalidation or an unverified key restarts nothing. The version restarted for is kept \\
+            in --state-directory; the outcome goes to the journal as CONSUMER_RESTARTED.
             """)
     @Argument(help: "The unit to restart, e.g. billing.service.") var unit: String
-    @Option(help: "try-reload-or-restart (the default) or try-restart.") var mode = "try-reload-or-restart"
+    @Option(help: "try-restart (the default: a new start reads the key anew) or try-reload-or-restart (for a unit whose ExecReload= re-reads it).")
+    var mode = "try-restart"
     @Option(help: "The shortest delay before the restart, e.g. 0s, 2s.") var delayMin = "0s"
     @Option(help: "The longest delay before the restart.") var delayMax = "5s"
     @Option(help: "The generation file.") var generationFile = "/run/recotap-keyd/generation"
@@ -141,28 +142,29 @@ struct RestartConsumer: AsyncParsableCommand {
         metadata["delay_ms"] = .stringConvertible(delay.milliseconds)
         try await Task.sleep(for: delay)
 
-        // A burst of rotations: act on the newest, once.
-        guard let current = file.read(), current.state == KeyState.valid.rawValue else {
-            logger.info("the key changed while waiting and is not valid now: \(unit) not restarted", metadata: metadata)
-            return
+        // A burst of rotations: act on the newest. A rotation landing while systemctl
+        // runs (systemd does not start this unit again while it is active) is caught by
+        // reading the file again afterwards: at most a few rounds.
+        for _ in 0..<3 {
+            guard let current = file.read(), current.state == KeyState.valid.rawValue else {
+                logger.info("the key is not valid now: \(unit) not restarted", metadata: metadata)
+                return
+            }
+            if let last = Self.restartedFor(stateFile), last == current.version { return }
+            metadata[LogKey.keyVersion] = .stringConvertible(current.version)
+            metadata[LogKey.keyFingerprint] = .string(current.fingerprint)
+            let status = Self.run([systemctl, mode, unit])
+            let result = status == 0 ? "done" : "failed (systemctl exit status \(status))"
+            metadata["result"] = .string(result)
+            if status == 0, let stateFile {
+                try? Data("\(current.version)\n".utf8).write(to: URL(fileURLWithPath: stateFile), options: .atomic)
+            }
+            logger.event(
+                .consumerRestarted,
+                "\(mode) \(unit) for key \(current.fingerprint) (version \(current.version)): \(result)",
+                metadata: metadata)
+            if status != 0 { throw ExitCode(1) }
         }
-        if let last = Self.restartedFor(stateFile), last == current.version {
-            logger.info("\(unit) was restarted for version \(current.version) already", metadata: metadata)
-            return
-        }
-        metadata[LogKey.keyVersion] = .stringConvertible(current.version)
-        metadata[LogKey.keyFingerprint] = .string(current.fingerprint)
-        let status = Self.run([systemctl, mode, unit])
-        let result = status == 0 ? "done" : "failed (systemctl exit status \(status))"
-        metadata["result"] = .string(result)
-        if status == 0, let stateFile {
-            try? Data("\(current.version)\n".utf8).write(to: URL(fileURLWithPath: stateFile), options: .atomic)
-        }
-        logger.event(
-            .consumerRestarted,
-            "\(mode) \(unit) for key \(current.fingerprint) (version \(current.version)): \(result)",
-            metadata: metadata)
-        if status != 0 { throw ExitCode(1) }
     }
 
     private static func restartedFor(_ path: String?) -> Int64? {

@@ -56,7 +56,8 @@ struct Exec: AsyncParsableCommand {
 
     /// What happens next, from any of the sources the loop waits on.
     enum Event: Sendable {
-        case exited(pid: pid_t, status: Int32)
+        /// CMD exited (not yet reaped).
+        case exited(pid: pid_t)
         case rotated(Wire.Key)
         case signal(Int32)
     }
@@ -69,7 +70,8 @@ struct Exec: AsyncParsableCommand {
             try deliver(key)
             let (events, sink) = AsyncStream<Event>.makeStream()
 
-            // Signals for CMD: handled here, passed on.
+            // Signals for CMD: handled here, passed on. SIGPIPE, ignored by SwiftNIO in
+            // this process, goes back to its default for CMD too.
             let forwarded: [Int32] = [SIGTERM, SIGINT, SIGHUP]
             var sources: [any DispatchSourceSignal] = []
             for number in forwarded {
@@ -91,8 +93,13 @@ struct Exec: AsyncParsableCommand {
                         try? await Task.sleep(for: .seconds(5))  // the daemon restarting: ask again
                         continue
                     }
-                    guard response.status == 200, let next = response.decoded(Wire.Key.self) else {
-                        if response.status != 304 { try? await Task.sleep(for: .seconds(1)) }
+                    // Decoded raw: the key goes to CMD exactly (no escaping for a terminal).
+                    guard response.status == 200, let next = WireJSON.decode(Wire.Key.self, from: response.body) else {
+                        if response.status != 304 {
+                            // A new version that is not served (invalid, sealed): wait for the next one.
+                            if let seen = response.header("X-Key-Version").flatMap({ Int64($0) }) { version = seen }
+                            try? await Task.sleep(for: .seconds(1))
+                        }
                         continue
                     }
                     version = next.version
@@ -101,29 +108,41 @@ struct Exec: AsyncParsableCommand {
             }
             defer { poller.cancel() }
 
-            var child = try spawn(key, resetting: forwarded, sink: sink)
+            let reset = forwarded + [SIGPIPE]
+            var child = try spawn(key, resetting: reset, sink: sink)
             var restarting = false
             var stopping = false
             for await event in events {
                 switch event {
                 case .signal(let number):
-                    stopping = true
+                    // SIGHUP is passed on (a reload, for CMD); TERM and INT end the run.
+                    if number != SIGHUP { stopping = true }
                     kill(child, number)
                 case .rotated(let next):
                     guard !stopping else { continue }
+                    do throws(KeyctlError) {
+                        try deliver(next)
+                    } catch {
+                        // CMD keeps running with the key it has; the next rotation tries again.
+                        FileHandle.standardError.write(Data("recotap-keyctl: \(error.message); \(TerminalSafe.escape(program[0])) keeps the key it has\n".utf8))
+                        continue
+                    }
                     key = next
-                    try deliver(key)
                     if let number = rotationSignal {
                         kill(child, number)
                     } else {
                         restarting = true
                         kill(child, SIGTERM)
                     }
-                case .exited(let pid, let status):
+                case .exited(let pid):
+                    // Reaped only now: until here a kill() reaches the zombie, never a
+                    // process that reused its pid.
+                    var status: Int32 = 0
+                    while waitpid(pid, &status, 0) < 0, errno == EINTR {}
                     guard pid == child else { continue }
                     if restarting, !stopping {
                         restarting = false
-                        child = try spawn(key, resetting: forwarded, sink: sink)
+                        child = try spawn(key, resetting: reset, sink: sink)
                         continue
                     }
                     exitStatus = Self.exitCode(status)
@@ -137,7 +156,7 @@ struct Exec: AsyncParsableCommand {
     private func fetch(_ client: DaemonClient) async throws(KeyctlError) -> Wire.Key {
         let response = try await client.request(.GET, "/v1/key")
         try requireKey(response)
-        guard let key = response.decoded(Wire.Key.self) else {
+        guard let key = WireJSON.decode(Wire.Key.self, from: response.body) else {
             throw KeyctlError(exit: .failure, message: "unexpected answer: \(response.message)")
         }
         return key
@@ -152,11 +171,16 @@ struct Exec: AsyncParsableCommand {
         guard fd >= 0 else { throw KeyctlError(exit: .failure, message: "cannot create \(temporary): \(String(cString: strerror(errno)))") }
         let bytes = Array(key.key.utf8)
         let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        let failed = written != bytes.count || fchmod(fd, 0o600) != 0 || fsync(fd) != 0
+        var failed = written != bytes.count || fchmod(fd, 0o600) != 0 || fsync(fd) != 0
+        var error = errno
         close(fd)
-        guard !failed, rename(temporary, file) == 0 else {
+        if !failed, rename(temporary, file) != 0 {
+            failed = true
+            error = errno
+        }
+        guard !failed else {
             unlink(temporary)
-            throw KeyctlError(exit: .failure, message: "cannot write the key to \(file): \(String(cString: strerror(errno)))")
+            throw KeyctlError(exit: .failure, message: "cannot write the key to \(file): \(String(cString: strerror(error)))")
         }
     }
 
@@ -179,6 +203,10 @@ struct Exec: AsyncParsableCommand {
         sigemptyset(&unblocked)
         posix_spawnattr_setsigmask(&attributes, &unblocked)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        // Nothing of this process but stdin, stdout and stderr: the HTTP client's
+        // connections to keyd.sock (not close-on-exec) would let CMD talk to the daemon
+        // as this process's uid.
+        Self.closeOnExec(from: 3)
         let argv = program.map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
@@ -192,11 +220,25 @@ struct Exec: AsyncParsableCommand {
         }
         let child = pid
         DispatchQueue.global().async {
-            var status: Int32 = 0
-            while waitpid(child, &status, 0) < 0, errno == EINTR {}
-            sink.yield(.exited(pid: child, status: status))
+            var info = siginfo_t()
+            while waitid(P_PID, id_t(child), &info, WEXITED | WNOWAIT) < 0, errno == EINTR {}
+            sink.yield(.exited(pid: child))
         }
         return child
+    }
+
+    /// Marks every descriptor from `lowest` up close-on-exec (SwiftNIO opens its sockets
+    /// and its epoll instance without it).
+    static func closeOnExec(from lowest: Int32) {
+        guard let directory = opendir("/proc/self/fd") else { return }
+        defer { closedir(directory) }
+        let own = dirfd(directory)
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let fd = Int32(name), fd >= lowest, fd != own else { continue }
+            let flags = fcntl(fd, F_GETFD)
+            if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+        }
     }
 
     /// The shell's convention: the exit code, or 128 + the signal that ended it.

@@ -9,6 +9,7 @@ import Testing
 struct ConsumerTests {
     static let key = "rtk_consumer_test_key_0123456"
     static let next = "rtk_consumer_test_next_987654"
+    static let backslashed = #"rtk_consumer\test\key_0001"#
 
     private func keyctl(_ arguments: [String], environment: [String: String] = [:]) async throws -> CommandResult {
         try await runCommand(["/usr/bin/env"] + environment.map { "\($0)=\($1)" } + [productsDirectory + "/recotap-keyctl"] + arguments)
@@ -101,7 +102,7 @@ struct ConsumerTests {
         let restarted = try await keyctl(arguments)
         let took = ContinuousClock.now - started
         #expect(restarted.status == 0, "\(restarted.stderr)")
-        #expect(called() == ["try-reload-or-restart billing.service"])
+        #expect(called() == ["try-restart billing.service"])
         #expect(took >= .seconds(1), "no sooner than --delay-min (took \(took))")
         #expect(restarted.stderr.contains("event=CONSUMER_RESTARTED"))
         #expect(restarted.stderr.contains("result=done"))
@@ -111,10 +112,10 @@ struct ConsumerTests {
         #expect(called().count == 1, "once per version")
 
         try file.write(.init(version: 5, fingerprint: "cccccccccccc", state: "valid", changedAt: Date()))
-        let failed = try await keyctl(arguments + ["--mode", "try-restart"], environment: ["FAKE_STATUS": "5"])
+        let failed = try await keyctl(arguments + ["--mode", "try-reload-or-restart"], environment: ["FAKE_STATUS": "5"])
         #expect(failed.status == 1)
         #expect(failed.stderr.contains("failed (systemctl exit status 5)"))
-        #expect(called().last == "try-restart billing.service")
+        #expect(called().last == "try-reload-or-restart billing.service")
         #expect(try String(contentsOfFile: dir.file("billing.service.version"), encoding: .utf8) == "4\n", "retried next time")
 
         let bad = try await keyctl(["restart-consumer", "../etc", "--generation-file", file.path])
@@ -157,7 +158,7 @@ struct ConsumerTests {
 
     @Test("exec: the child gets the key (environment or 0600 file), is restarted or signalled at a rotation, signals are passed on, its exit status comes back; the key never on exec's output")
     func exec() async throws {
-        let served = try await ServedDaemon(validKeys: [Self.key, Self.next])
+        let served = try await ServedDaemon(validKeys: [Self.key, Self.next, Self.backslashed])
         try await served.activate(Self.key)
         let work = try TemporaryDirectory()
 
@@ -165,6 +166,12 @@ struct ConsumerTests {
             "exec", "--socket", served.api, "--env", "API_KEY", "--", "sh", "-c", "test \"$API_KEY\" = \(Self.key) && exit 7",
         ])
         #expect(quick.status == 7, "the child's exit status: \(quick.stderr)")
+
+        // Nothing of recotap-keyctl's but stdin, stdout and stderr reaches the child.
+        // (ls itself opens the directory it lists: descriptor 3.)
+        let fds = try await keyctl(["exec", "--socket", served.api, "--", "ls", "/proc/self/fd"])
+        #expect(fds.status == 0)
+        #expect(fds.output.split(separator: "\n") == ["0", "1", "2", "3"], "inherited: \(fds.output)")
 
         // Restart mode: each start records the version it got.
         let restarting = try Running(
@@ -180,7 +187,7 @@ struct ConsumerTests {
         #expect(!restartOutput.contains(Self.key) && !restartOutput.contains(Self.next))
 
         // Signal mode: the file is rewritten and the child told, not restarted.
-        let script = "trap 'cat key >> seen' HUP; trap 'exit 3' TERM; echo up >> starts; while :; do sleep 0.05; done"
+        let script = "trap '{ cat key; echo; } >> seen' HUP; trap 'exit 3' TERM; echo up >> starts; while :; do sleep 0.05; done"
         let signalled = try Running(
             ["exec", "--socket", served.api, "--file", work.file("key"), "--on-rotate", "HUP", "--", "sh", "-c", script],
             in: work.path)
@@ -192,10 +199,22 @@ struct ConsumerTests {
         #expect(try await eventually(timeout: .seconds(10)) { self.lines(work.file("seen")).count == 1 })
         #expect(lines(work.file("seen")) == [Self.key])
         #expect(lines(work.file("starts")).count == 1, "signalled, not restarted")
+        // A SIGHUP of its own is passed on, and rotations are still followed after it.
+        kill(signalled.process.processIdentifier, SIGHUP)
+        #expect(try await eventually(timeout: .seconds(10)) { self.lines(work.file("seen")).count == 2 })
+        try await served.activate(Self.next)
+        #expect(try await eventually(timeout: .seconds(10)) { self.lines(work.file("seen")).count == 3 })
+        #expect(lines(work.file("seen")).last == Self.next)
         signalled.process.terminate()  // SIGTERM, passed on: the child's trap exits 3
         let (signalStatus, signalOutput) = try await signalled.finish()
         #expect(signalStatus == 3)
         #expect(!signalOutput.contains(Self.key) && !signalOutput.contains(Self.next))
+
+        // A key with a backslash reaches the child exactly (no escaping meant for a terminal).
+        try await served.activate(Self.backslashed)
+        let exact = try await keyctl(["exec", "--socket", served.api, "--file", work.file("exact"), "--", "true"])
+        #expect(exact.status == 0)
+        #expect(try String(contentsOfFile: work.file("exact"), encoding: .utf8) == Self.backslashed)
 
         let usage = try await keyctl(["exec", "--socket", served.api, "--on-rotate", "HUP", "--", "true"])
         #expect(usage.status == 64, "a signal without --file: the child could not see the new key")
