@@ -25,6 +25,8 @@ struct Exec: AsyncParsableCommand {
     @Option(help: "Give CMD the key in this file (0600, rewritten atomically at each rotation).") var file: String?
     @Option(name: .customLong("on-rotate"), help: "restart, or a signal name to send (HUP, USR1, …; needs --file).")
     var onRotate = "restart"
+    @Option(name: .customLong("stop-timeout"), help: "Seconds CMD has to exit after SIGTERM at a restart before SIGKILL.")
+    var stopTimeout: Double = 10
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.") var command: [String] = []
 
     static let signals: [String: Int32] = [
@@ -43,6 +45,7 @@ struct Exec: AsyncParsableCommand {
     func validate() throws {
         guard !program.isEmpty else { throw ValidationError("give the command to run after --") }
         if env != nil, file != nil { throw ValidationError("--env and --file exclude each other") }
+        try validateTimeout(stopTimeout)
         if let env, env.isEmpty || env.contains("=") { throw ValidationError("--env needs a variable name") }
         if onRotate != "restart" {
             guard rotationSignal != nil else {
@@ -60,6 +63,8 @@ struct Exec: AsyncParsableCommand {
         case exited(pid: pid_t)
         case rotated(Wire.Key)
         case signal(Int32)
+        /// A restart's SIGTERM was sent this long ago to `pid`: time for SIGKILL.
+        case stopOverdue(pid: pid_t)
     }
 
     func run() async throws {
@@ -130,10 +135,19 @@ struct Exec: AsyncParsableCommand {
                     key = next
                     if let number = rotationSignal {
                         kill(child, number)
-                    } else {
+                    } else if !restarting {
                         restarting = true
                         kill(child, SIGTERM)
+                        let pid = child
+                        let grace = Duration.milliseconds(Saturating.int64(stopTimeout * 1000) ?? 10_000)
+                        Task {
+                            try? await Task.sleep(for: grace)
+                            sink.yield(.stopOverdue(pid: pid))
+                        }
                     }
+                case .stopOverdue(let pid):
+                    // Still the same child, still not gone (not reaped: the pid is its own).
+                    if pid == child, restarting { kill(pid, SIGKILL) }
                 case .exited(let pid):
                     // Reaped only now: until here a kill() reaches the zombie, never a
                     // process that reused its pid.

@@ -210,6 +210,18 @@ struct ConsumerTests {
         #expect(signalStatus == 3)
         #expect(!signalOutput.contains(Self.key) && !signalOutput.contains(Self.next))
 
+        // A child that ignores SIGTERM is killed after --stop-timeout at a restart.
+        let stubborn = try Running(
+            ["exec", "--socket", served.api, "--stop-timeout", "0.5", "--", "sh", "-c",
+             "trap '' TERM; echo \"$RECOTAP_KEY_VERSION\" >> stubborn; while :; do sleep 0.05; done"],
+            in: work.path)
+        #expect(try await eventually(timeout: .seconds(10)) { self.lines(work.file("stubborn")).count == 1 })
+        try await served.activate(Self.key)
+        #expect(try await eventually(timeout: .seconds(10)) { self.lines(work.file("stubborn")).count == 2 })
+        stubborn.process.interrupt()
+        let (stubbornStatus, _) = try await stubborn.finish()
+        #expect(stubbornStatus == 128 + SIGINT)
+
         // A key with a backslash reaches the child exactly (no escaping meant for a terminal).
         try await served.activate(Self.backslashed)
         let exact = try await keyctl(["exec", "--socket", served.api, "--file", work.file("exact"), "--", "true"])
