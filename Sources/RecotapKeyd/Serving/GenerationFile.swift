@@ -27,7 +27,8 @@ public struct GenerationFile: Sendable {
         public var version: Int64
         /// Empty with no key.
         public var fingerprint: String
-        /// `valid`, `unverified`, `invalid`, `none`.
+        /// `valid`, `unverified`, `invalid`, `none` (no key), `unavailable` (held sealed
+        /// without its store key).
         public var state: String
         public var changedAt: Date
 
