@@ -30,7 +30,7 @@ struct DaemonTests {
         let config = try await configuration(in: dir)
         let (daemon, running, capture) = try await start(config)
 
-        #expect(await capture.waitForNotification("READY=1"))
+        #expect(await capture.waitForNotification("READY=1", timeout: .seconds(60)))
         #expect(capture.notifications.first == "READY=1\nSTATUS=no key yet: drop one into \(dir.path)/spool")
         await daemon.serviceGroup.triggerGracefulShutdown()
         try await running.value
@@ -55,7 +55,7 @@ struct DaemonTests {
         await store.close()
 
         let (daemon, running, capture) = try await start(config)
-        #expect(await capture.waitForNotification("READY=1"))
+        #expect(await capture.waitForNotification("READY=1", timeout: .seconds(60)))
         #expect(capture.notifications.first?.hasPrefix("READY=1\nSTATUS=key \(key.fingerprint) not yet verified; key added ") == true)
         await daemon.serviceGroup.triggerGracefulShutdown()
         try await running.value

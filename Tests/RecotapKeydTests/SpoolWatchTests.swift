@@ -32,7 +32,7 @@ private struct WatchHarness {
             configuration: config, logger: logger, notifier: capture.notifier, client: client, watchdogInterval: nil)
         let daemon = self.daemon
         running = Task { try await daemon.run() }
-        _ = await capture.waitForNotification("READY=1")
+        _ = await capture.waitForNotification("READY=1", timeout: .seconds(60))
     }
 
     func activeFingerprint() async throws -> String? { try await daemon.store.activeKey()?.fingerprint }

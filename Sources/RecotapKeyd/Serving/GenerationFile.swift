@@ -88,7 +88,9 @@ public struct GenerationFile: Sendable {
         let bytes = Array(contents.text.utf8)
         let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         // The daemon's umask (0077 under the unit) would leave it unreadable to consumers.
-        let failed = written != bytes.count || fchmod(fd, 0o644) != 0 || fsync(fd) != 0
+        // No fsync: a runtime file (tmpfs), written anew at every start; the rename alone
+        // makes a reader see the old file or the new one.
+        let failed = written != bytes.count || fchmod(fd, 0o644) != 0
         let error = errno
         close(fd)
         guard !failed else {
