@@ -118,6 +118,14 @@ struct ConsumerTests {
         #expect(called().last == "try-reload-or-restart billing.service")
         #expect(try String(contentsOfFile: dir.file("billing.service.version"), encoding: .utf8) == "4\n", "retried next time")
 
+        // The generation file replaced by a symlink (its writer is not root): not followed.
+        let target = try dir.write("elsewhere", file.read().map { $0.text.replacingOccurrences(of: "VERSION=5", with: "VERSION=6") } ?? "")
+        unlink(file.path)
+        symlink(target, file.path)
+        #expect(file.read() == nil)
+        #expect(try await keyctl(arguments).status == 0)
+        #expect(called().count == 2, "nothing run through a symlink")
+
         let bad = try await keyctl(["restart-consumer", "../etc", "--generation-file", file.path])
         #expect(bad.status == 64)
     }
@@ -139,16 +147,16 @@ struct ConsumerTests {
 
         /// Waits for the exit (at most 30 s); its status, stdout and stderr.
         func finish() async throws -> (Int32, String) {
-            let process = self.process
-            try await offload {
+            // All of it blocks: off the cooperative pool.
+            try await offload { [self] in
                 let deadline = Date().addingTimeInterval(30)
                 while process.isRunning, Date() < deadline { usleep(20_000) }
+                if process.isRunning { process.terminate() }
+                process.waitUntilExit()
+                let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                    + String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                return (process.terminationStatus, text)
             }
-            if process.isRunning { process.terminate() }
-            process.waitUntilExit()
-            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                + String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            return (process.terminationStatus, text)
         }
     }
 

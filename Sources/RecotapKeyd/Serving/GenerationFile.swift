@@ -105,9 +105,18 @@ public struct GenerationFile: Sendable {
     }
 
     /// Reads the file; `nil` when it is missing or not in the format.
+    /// Its reader (`restart-consumer`) runs as root on a file the daemon's user writes:
+    /// never through a symlink, and at most 4 KiB (the real file is under 200 bytes).
     public func read() -> Contents? {
-        guard let data = FileManager.default.contents(atPath: path) else { return nil }
-        return Contents(text: String(decoding: data, as: UTF8.self))
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return nil }
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        let count = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        guard count > 0 else { return nil }
+        return Contents(text: String(decoding: bytes.prefix(count), as: UTF8.self))
     }
 }
 
