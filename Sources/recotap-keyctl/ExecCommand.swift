@@ -179,22 +179,11 @@ struct Exec: AsyncParsableCommand {
     /// Writes the key where CMD reads it (with --file): a new 0600 file renamed over the old.
     private func deliver(_ key: Wire.Key) throws(KeyctlError) {
         guard let file else { return }
-        let temporary = file + ".tmp-\(getpid())"
-        unlink(temporary)
-        let fd = open(temporary, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw KeyctlError(exit: .failure, message: "cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        let bytes = Array(key.key.utf8)
-        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        var failed = written != bytes.count || fchmod(fd, 0o600) != 0 || fsync(fd) != 0
-        var error = errno
-        close(fd)
-        if !failed, rename(temporary, file) != 0 {
-            failed = true
-            error = errno
-        }
-        guard !failed else {
-            unlink(temporary)
-            throw KeyctlError(exit: .failure, message: "cannot write the key to \(file): \(String(cString: strerror(error)))")
+        do {
+            try AtomicFile.replace(
+                file, with: Array(key.key.utf8), mode: 0o600, sync: true, temporary: file + ".tmp-\(getpid())")
+        } catch {
+            throw KeyctlError(exit: .failure, message: "cannot write the key: \(error.description)")
         }
     }
 

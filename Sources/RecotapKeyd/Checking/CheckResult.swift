@@ -27,3 +27,17 @@ public struct CheckResult: Sendable, Equatable {
 public protocol KeyCheckingClient: Sendable {
     func check(_ key: APIKey) async -> CheckResult
 }
+
+/// Counts every request the daemon makes to the API, by the class of its answer
+/// (`recotap_keyd_api_requests_total`), whoever makes it: the checker, the spool's
+/// verifications, re-verifications and rollbacks all hold this client.
+struct MeteredClient: KeyCheckingClient {
+    let client: any KeyCheckingClient
+    let metrics: KeydMetrics
+
+    func check(_ key: APIKey) async -> CheckResult {
+        let result = await client.check(key)
+        metrics.apiRequest(httpStatus: result.httpStatus)
+        return result
+    }
+}

@@ -74,6 +74,7 @@ public actor KeyChecker {
     private let logger: Logger
     private let notifier: SystemdNotifier
     private let published: CurrentKey.Subscription
+    private let metrics: KeydMetrics?
     /// Rung when the next wake-up may have moved earlier outside a round (a request,
     /// a reload) and by the watchdog's probes: the scheduler's loop runs a round.
     public nonisolated let wakeups = Wakeup()
@@ -91,8 +92,9 @@ public actor KeyChecker {
 
     public init(
         store: KeyStore, client: any KeyCheckingClient, clock: any SchedulerClock, timing: CheckTiming,
-        spoolDirectory: String, logger: Logger, notifier: SystemdNotifier
+        spoolDirectory: String, logger: Logger, notifier: SystemdNotifier, metrics: KeydMetrics? = nil
     ) {
+        self.metrics = metrics
         self.store = store
         self.client = client
         self.clock = clock
@@ -227,7 +229,9 @@ public actor KeyChecker {
             }
             let result = await client.check(secret.key)
             // Cancelled by shutdown: the answer says nothing about the key or the API.
-            await handle(.answered(Task.isCancelled ? nil : result, keyID: keyID))
+            let answered = Task.isCancelled ? nil : result
+            if let answered { metrics?.checked(answered, at: clock.now) }
+            await handle(.answered(answered, keyID: keyID))
 
         case .record(let check, let affectsState):
             do {
@@ -240,10 +244,12 @@ public actor KeyChecker {
 
         case .loadLastCheck(let keyID):
             let last = (try? await store.checks(keyID: keyID, limit: 1))?.first
+            if let last { metrics?.noteCheck(at: last.at) }
             await handle(.lastCheckLoaded(last, keyID: keyID))
 
         case .log(let line):
             if let event = line.event {
+                if event == .keyInvalidated { metrics?.keyInvalidated() }
                 logger.event(event, "\(line.message)", metadata: line.metadata)
             } else {
                 logger.log(level: line.level, "\(line.message)", metadata: line.metadata)

@@ -33,6 +33,9 @@ public enum RecoveryOutcome: Sendable, Equatable {
 /// keys again — two budgets, so a spool writer re-dropping a dead key in a loop never
 /// keeps an admin from acting.
 public actor KeyRecovery {
+    /// The `source` of a key an admin re-verified, and the start of one rolled back to.
+    public static let reverifiedSource = "re-verified"
+    public static let rollbackSourcePrefix = "rollback to version "
     private let store: KeyStore
     private let client: any KeyCheckingClient
     private let clock: any SchedulerClock
@@ -75,7 +78,7 @@ public actor KeyRecovery {
         guard let secret = active.key else {
             return .unavailable(code: "store_error", reason: "the secret of the active key \(active.fingerprint) is missing from the store")
         }
-        return await reverify(secret, dead: active, active: active, source: "re-verified", by: .admin, metadata: extra)
+        return await reverify(secret, dead: active, active: active, source: Self.reverifiedSource, by: .admin, metadata: extra)
     }
 
     /// A key declared invalid before, dropped into the spool again (`source`: the file).
@@ -129,7 +132,7 @@ public actor KeyRecovery {
         }
         let (activation, result): (Activation, CheckResult)
         switch await reinstate(
-            secret, replacing: active, by: .admin, what: "rollback", source: "rollback to version \(previous.id)",
+            secret, replacing: active, by: .admin, what: "rollback", source: Self.rollbackSourcePrefix + String(previous.id),
             retireReason: "rolled back to version \(previous.id)", metadata: extra)
         {
         case .failure(let outcome): return outcome.value

@@ -70,6 +70,27 @@ public struct ConfigurationKey: Sendable {
         .init("access.units", .stringArray, range: "unit names") { value, config throws(ConfigurationError) in
             config.access.units = try value.units()
         },
+        .names("metrics.readers.users", \.metrics.readers.users),
+        .names("metrics.readers.groups", \.metrics.readers.groups),
+        .init("metrics.listen", .string, range: "an IP address and port, e.g. 127.0.0.1:9851, or \"\" for none") {
+            value, config throws(ConfigurationError) in
+            guard !value.string.isEmpty else { config.metrics.listen = nil; return }
+            guard let address = MetricsListenAddress(value.string) else {
+                throw value.refused(
+                    "\"\(value.string)\" is not an IP address and port (write 127.0.0.1:9851 or [::1]:9851)")
+            }
+            config.metrics.listen = address
+        },
+        .bool("metrics.allow_remote", \.metrics.allowRemote),
+        .init("metrics.textfile", .path, range: "a path ending in .prom, or \"\" for none") {
+            value, config throws(ConfigurationError) in
+            guard !value.string.isEmpty else { config.metrics.textfile = nil; return }
+            let path = try value.path()
+            guard path.hasSuffix(".prom") else {
+                throw value.refused("\(path) must end in .prom (node_exporter's textfile collector reads only *.prom)")
+            }
+            config.metrics.textfile = path
+        },
         .init("log.target", .string, range: "journal, console or auto") { value, config throws(ConfigurationError) in
             guard let target = KeydConfiguration.LogTarget(rawValue: value.string) else {
                 throw value.refused("\"\(value.string)\" is not one of journal, console, auto")

@@ -21,6 +21,11 @@ struct ConfigurationValidator {
             throw error("sockets.credential", "must differ from sockets.api")
         }
         try refuseInsecureHTTP(config.api)
+        if let listen = config.metrics.listen, !listen.isLoopback, !config.metrics.allowRemote {
+            throw error(
+                "metrics.listen",
+                "\(listen) is not a loopback address: the metrics would be open to the network; listen on 127.0.0.1 or [::1], or set metrics.allow_remote")
+        }
         return config
     }
 

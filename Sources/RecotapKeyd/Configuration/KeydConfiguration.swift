@@ -54,6 +54,18 @@ public struct KeydConfiguration: Sendable, Equatable {
         public var units: [String]
     }
 
+    /// README "Monitoring".
+    public struct Metrics: Sendable, Equatable {
+        /// Who may read `GET /metrics` on `keyd.sock` besides readers and admins.
+        public var readers: Principals
+        /// The TCP listener serving only `/metrics`; `nil`: none.
+        public var listen: MetricsListenAddress?
+        /// Whether `listen` may be other than a loopback address.
+        public var allowRemote: Bool
+        /// The node_exporter textfile; `nil`: none.
+        public var textfile: String?
+    }
+
     public enum LogTarget: String, Sendable, Equatable, CaseIterable {
         case journal, console, auto
     }
@@ -69,6 +81,7 @@ public struct KeydConfiguration: Sendable, Equatable {
     public var store: Store
     public var sockets: Sockets
     public var access: Access
+    public var metrics: Metrics
     public var log: Log
 
     /// The production defaults of README "Configuration".
@@ -102,6 +115,7 @@ public struct KeydConfiguration: Sendable, Equatable {
             admins: Principals(users: [], groups: ["recotap-key-admin"]),
             units: []
         ),
+        metrics: Metrics(readers: Principals(users: [], groups: []), listen: nil, allowRemote: false, textfile: nil),
         log: Log(target: .auto, level: .info)
     )
 

@@ -65,7 +65,7 @@ public struct KeydDaemon: Sendable {
         let inotify = try await InotifyWatch.channel(descriptor: inotifyDescriptor)
         owned.own { try? await inotify.channel.close() }
         let watchingSince = clock.now
-        let policy = AccessPolicy(access: configuration.access)
+        let policy = AccessPolicy(access: configuration.access, metricsReaders: configuration.metrics.readers)
         policy.warnAboutUnresolved(logger)
         let sockets = try await owned.step {
             try ListeningSockets.open(sockets: configuration.sockets, group: policy.socketGroup, inherited: inheritedSockets)
@@ -81,9 +81,10 @@ public struct KeydDaemon: Sendable {
             logger.debug(
                 "\(socket.name) socket \(socket.origin == .inherited ? "passed by systemd" : "bound") at \(socket.path)")
         }
-        let apiClient: any KeyCheckingClient
+        let metrics = KeydMetrics(checkInterval: configuration.check.interval)
+        let unmetered: any KeyCheckingClient
         if let client {
-            apiClient = client
+            unmetered = client
         } else {
             let real = try await owned.step {
                 try RecotapAPIClient(
@@ -95,15 +96,16 @@ public struct KeydDaemon: Sendable {
             if let proxy = real.proxyDescription {
                 logger.info("API requests go through the proxy \(proxy)")
             }
-            apiClient = real
+            unmetered = real
         }
+        let apiClient = MeteredClient(client: unmetered, metrics: metrics)
         let readiness = Readiness()
         // The checker follows the store's published key (a newly activated key wakes
         // the scheduler's loop through it): no wiring between the spool and the checker.
         let checker = KeyChecker(
             store: store, client: apiClient, clock: clock,
             timing: CheckTiming(check: configuration.check, random: random),
-            spoolDirectory: configuration.spool.directory, logger: logger, notifier: notifier)
+            spoolDirectory: configuration.spool.directory, logger: logger, notifier: notifier, metrics: metrics)
         let progress = ProgressMonitor(start: clock.now, wakeups: checker.wakeups)
 
         let recovery = KeyRecovery(
@@ -112,11 +114,11 @@ public struct KeydDaemon: Sendable {
         let intake = SpoolIntake(
             directory: spool, store: store, client: apiClient,
             verifyBeforeActivate: configuration.spool.verifyBeforeActivate, clock: clock, logger: logger,
-            recovery: recovery)
+            recovery: recovery, metrics: metrics)
 
         let serving = ServingContext(
             store: store, checker: checker, intake: intake, policy: policy, limits: limits, logger: logger,
-            clock: clock, recovery: recovery)
+            clock: clock, recovery: recovery, metrics: metrics)
         owned.release(socketsHandle)  // the server owns the sockets from its start on, failed or not
         let server = try await owned.step {
             do {
@@ -126,6 +128,18 @@ public struct KeydDaemon: Sendable {
             }
         }
         owned.own { await server.close() }
+        if let address = configuration.metrics.listen {
+            let listener = try await owned.step {
+                do {
+                    return try await MetricsListener.start(address: address, context: serving, group: servingLoops)
+                } catch {
+                    throw ServingSetupError(
+                        path: address.description, message: "cannot listen for metrics (metrics.listen): \(error)")
+                }
+            }
+            owned.own { await listener.close() }
+            logger.info("metrics served on http://\(listener.address)/metrics", metadata: ["metrics.listen": .string(listener.address)])
+        }
 
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: LifecycleService(
@@ -142,6 +156,10 @@ public struct KeydDaemon: Sendable {
         if let path = configuration.sockets.generationFile {
             services.append(.init(service: GenerationService(
                 file: GenerationFile(path: path), published: store.current.changes(), clock: clock, logger: logger)))
+        }
+        if let path = configuration.metrics.textfile {
+            services.append(.init(service: MetricsTextfileService(
+                path: path, serving: serving, published: store.current.changes(), logger: logger)))
         }
         services += [
             // Shut down in reverse: the sockets stop accepting before the work

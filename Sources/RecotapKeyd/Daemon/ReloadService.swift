@@ -48,18 +48,23 @@ public final class ConfigurationReloader: Sendable {
         if new.check != old.check {
             await checker.reconfigure(CheckTiming(check: new.check, random: random))
             await serving.recovery?.reconfigure(minInterval: new.check.reportMinInterval)
+            serving.metrics.setCheckInterval(new.check.interval)
             applied.append("check")
         }
         // Resolved anew even when the names are the same: a group or user may have been
         // re-created with another id. (Membership is what the kernel reports for each
         // connection, not the group database: see AccessPolicy.)
-        let policy = AccessPolicy(access: new.access)
+        let policy = AccessPolicy(access: new.access, metricsReaders: new.metrics.readers)
         policy.warnAboutUnresolved(logger)
         serving.replacePolicy(policy)
         if new.access != old.access { applied.append("access") }
+        if new.metrics.readers != old.metrics.readers { applied.append("metrics.readers") }
+        var metricsOutputs = new.metrics
+        metricsOutputs.readers = old.metrics.readers
         let pending = [
             ("api", new.api != old.api), ("spool", new.spool != old.spool), ("store", new.store != old.store),
             ("sockets", new.sockets != old.sockets), ("log", new.log != old.log),
+            ("metrics.listen/textfile", metricsOutputs != old.metrics),
         ].filter(\.1).map(\.0)
         var kept = new
         kept.api = old.api
@@ -67,6 +72,8 @@ public final class ConfigurationReloader: Sendable {
         kept.store = old.store
         kept.sockets = old.sockets
         kept.log = old.log
+        kept.metrics = old.metrics
+        kept.metrics.readers = new.metrics.readers
         current.withLock { $0 = kept }
         if !pending.isEmpty {
             logger.warning(

@@ -101,6 +101,7 @@ final class APIConnectionHandler: ChannelInboundHandler {
         let spool = self.context.intake.directoryPath
         let current = self.context.current
         let answers = self.context.keyAnswers
+        let metrics = self.context.metrics
         let counters = self.context.counters
         let clock = self.context.clock
         guard counters.beginLongPoll() else {
@@ -117,13 +118,13 @@ final class APIConnectionHandler: ChannelInboundHandler {
                 let (handler, context) = bound.value
                 guard handler.finishLongPoll() else { return }
                 handler.write(
-                    APIRoutes.keyResponse(record, request: request, spool: spool, prepared: answers, now: clock.now), keepAlive: keepAlive, version: version,
+                    APIRoutes.keyResponse(record, request: request, spool: spool, prepared: answers, now: clock.now, metrics: metrics), keepAlive: keepAlive, version: version,
                     context: context)
             }
         }
         guard let token else {
             counters.endLongPoll()
-            write(APIRoutes.keyResponse(current.record, request: request, spool: spool, prepared: answers, now: clock.now), keepAlive: keepAlive, version: version, context: context)
+            write(APIRoutes.keyResponse(current.record, request: request, spool: spool, prepared: answers, now: clock.now, metrics: metrics), keepAlive: keepAlive, version: version, context: context)
             return
         }
         let timeout = loop.scheduleTask(in: TimeAmount(wait)) {

@@ -90,7 +90,7 @@ package enum RouteResult: Sendable {
 /// methods it accepts and the least role that may use it. Routing switches over these
 /// exhaustively: a new resource cannot be served without a decision on who may use it.
 package enum Endpoint: CaseIterable, Sendable {
-    case key, report, status, check, history, spool, health, reverify, rollback
+    case key, report, status, check, history, spool, health, reverify, rollback, metrics
 
     package var path: String {
         switch self {
@@ -103,21 +103,23 @@ package enum Endpoint: CaseIterable, Sendable {
         case .health: "/healthz"
         case .reverify: "/v1/reverify"
         case .rollback: "/v1/rollback"
+        case .metrics: "/metrics"
         }
     }
 
     package var methods: [HTTPMethod] {
         switch self {
         case .report, .check, .reverify, .rollback: [.POST]
-        case .key, .status, .history, .spool, .health: [.GET]
+        case .key, .status, .history, .spool, .health, .metrics: [.GET]
         }
     }
 
-    /// Who may use it: `/healthz` and `/v1/status` anyone who can connect.
+    /// Who may use it: `/healthz` and `/v1/status` anyone who can connect; `/metrics`
+    /// readers, and the peers `metrics.readers` adds (``AccessPolicy/mayReadMetrics(_:)``).
     package var role: AccessRole {
         switch self {
         case .health, .status: .none
-        case .key, .report: .reader
+        case .key, .report, .metrics: .reader
         case .check, .history, .spool, .reverify, .rollback: .admin
         }
     }
@@ -145,9 +147,11 @@ package struct APIRoutes: Sendable {
             return .respond(.error(
                 .methodNotAllowed, "method_not_allowed", "\(request.path) accepts \(allowed)", headers: ["Allow": allowed]))
         }
-        guard role >= endpoint.role else {
-            let who = endpoint.role == .admin ? "an admin (access.admins)" : "a reader (access.readers or access.admins)"
-            let logged = context.denied(peer, asked: request.summary, needed: who)
+        guard role >= endpoint.role || (endpoint == .metrics && context.policy.mayReadMetrics(peer)) else {
+            let who = endpoint.role == .admin ? "an admin (access.admins)"
+                : endpoint == .metrics ? "a reader (access.readers, access.admins or metrics.readers)"
+                : "a reader (access.readers or access.admins)"
+            let logged = context.denied(peer, on: .keyd, asked: request.summary, needed: who)
             let refusal = APIResponse.error(
                 .forbidden, "access_denied", "\(request.summary) is for \(who); uid \(peer.uid) is not one")
             return Self.after(logged, refusal)
@@ -162,7 +166,17 @@ package struct APIRoutes: Sendable {
         case .spool: return .later { await spool() }
         case .reverify: return .later { await recover(.reverify, peer: peer) }
         case .rollback: return .later { await recover(.rollback, peer: peer) }
+        case .metrics: return .later { metrics() }
         }
+    }
+
+    // MARK: - Metrics
+
+    /// Off the event loops: it reads `/proc/self` for the process metrics.
+    private func metrics() -> APIResponse {
+        var buffer = ByteBuffer()
+        buffer.writeBytes(context.renderMetrics())
+        return APIResponse(status: .ok, headers: ["Content-Type": KeydMetrics.contentType], body: buffer)
     }
 
     // MARK: - Key
@@ -179,7 +193,7 @@ package struct APIRoutes: Sendable {
         guard let wait else {
             return .respond(Self.keyResponse(
                 context.current.record, request: request, spool: context.intake.directoryPath, prepared: context.keyAnswers,
-                now: context.clock.now))
+                now: context.clock.now, metrics: context.metrics))
         }
         return .longPoll(after: after ?? context.current.version, wait: wait, json: request.wantsJSON)
     }
@@ -198,7 +212,8 @@ package struct APIRoutes: Sendable {
     static func etag(_ record: KeyRecord) -> String { "\"\(record.id)-\(record.fingerprint)\"" }
 
     static func keyResponse(
-        _ record: KeyRecord?, request: APIRequest, spool: String, prepared: PreparedKeyAnswers, now: Date
+        _ record: KeyRecord?, request: APIRequest, spool: String, prepared: PreparedKeyAnswers, now: Date,
+        metrics: KeydMetrics? = nil
     ) -> APIResponse {
         guard let record else {
             return .error(
@@ -231,6 +246,7 @@ package struct APIRoutes: Sendable {
         if request.headers[canonicalForm: "if-none-match"].contains(where: { $0 == etag(record) || $0 == "*" }) {
             return APIResponse(status: .notModified, headers: headers())
         }
+        metrics?.served(on: .keyd)
         if request.wantsJSON {
             let body = Wire.Key(
                 key: secret, fingerprint: record.fingerprint, version: record.id, state: record.state.rawValue,

@@ -32,6 +32,9 @@ public struct AccessPolicy: Sendable, Equatable {
     public var adminUIDs: Set<UInt32>
     public var adminGIDs: Set<UInt32>
     public var units: Set<String>
+    /// `metrics.readers`: who may read `GET /metrics` besides readers and admins.
+    public var metricsUIDs: Set<UInt32> = []
+    public var metricsGIDs: Set<UInt32> = []
     /// Root and this uid (the daemon's own) are always admins.
     public var ownUID: UInt32
     /// Names in the configuration that did not resolve, e.g. "group recotap-key".
@@ -39,7 +42,10 @@ public struct AccessPolicy: Sendable, Equatable {
     /// The first readers' group that exists: the socket files' group.
     public var socketGroup: UInt32?
 
-    public init(access: KeydConfiguration.Access, ownUID: UInt32 = getuid()) {
+    public init(
+        access: KeydConfiguration.Access, metricsReaders: KeydConfiguration.Principals? = nil,
+        ownUID: UInt32 = getuid()
+    ) {
         var unresolved: [String] = []
         func users(_ names: [String]) -> Set<UInt32> {
             Set(names.compactMap { name in
@@ -61,6 +67,8 @@ public struct AccessPolicy: Sendable, Equatable {
         adminUIDs = users(access.admins.users)
         adminGIDs = Set(groups(access.admins.groups))
         units = Set(access.units)
+        metricsUIDs = users(metricsReaders?.users ?? [])
+        metricsGIDs = Set(groups(metricsReaders?.groups ?? []))
         self.ownUID = ownUID
         self.unresolved = unresolved
         socketGroup = readerGroups.first
@@ -82,6 +90,12 @@ public struct AccessPolicy: Sendable, Equatable {
         if !adminGIDs.isDisjoint(with: peerGroups) { return .admin }
         if readerUIDs.contains(uid) || !readerGIDs.isDisjoint(with: peerGroups) { return .reader }
         return .none
+    }
+
+    /// Whether the peer may read `GET /metrics`: readers, admins and `metrics.readers`.
+    public func mayReadMetrics(_ peer: Peer) -> Bool {
+        if role(of: peer) >= .reader || metricsUIDs.contains(peer.uid) { return true }
+        return !metricsGIDs.isDisjoint(with: peer.groups)
     }
 
     public func role(of peer: Peer) -> AccessRole {

@@ -42,7 +42,7 @@ public struct GenerationFile: Sendable {
         public init(_ record: KeyRecord?, at now: Date) {
             version = record?.id ?? 0
             fingerprint = record?.fingerprint ?? ""
-            state = record.map { $0.secretUnavailable == nil ? $0.state.rawValue : "unavailable" } ?? "none"
+            state = ServedState(record).rawValue
             changedAt = now
         }
 
@@ -81,26 +81,13 @@ public struct GenerationFile: Sendable {
     /// not secret, and consumers' path units and scripts read it) and renames it into
     /// place: a reader sees the old file or the new one, never a part.
     public func write(_ contents: Contents) throws(WriteError) {
-        let temporary = path + ".tmp"
-        unlink(temporary)
-        let fd = open(temporary, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw WriteError(description: "cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        let bytes = Array(contents.text.utf8)
-        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         // The daemon's umask (0077 under the unit) would leave it unreadable to consumers.
         // No fsync: a runtime file (tmpfs), written anew at every start; the rename alone
         // makes a reader see the old file or the new one.
-        let failed = written != bytes.count || fchmod(fd, 0o644) != 0
-        let error = errno
-        close(fd)
-        guard !failed else {
-            unlink(temporary)
-            throw WriteError(description: "cannot write \(temporary): \(String(cString: strerror(error)))")
-        }
-        guard rename(temporary, path) == 0 else {
-            let error = errno
-            unlink(temporary)
-            throw WriteError(description: "cannot rename \(temporary) to \(path): \(String(cString: strerror(error)))")
+        do {
+            try AtomicFile.replace(path, with: Array(contents.text.utf8), mode: 0o644, sync: false)
+        } catch {
+            throw WriteError(description: error.description)
         }
     }
 

@@ -16,6 +16,7 @@ public final class ServingContext: Sendable {
     public let counters: ServingCounters
     public let limits: ServingLimits
     public let peerLog: PeerLog
+    public let metrics: KeydMetrics
     /// What requests start off the event loops, run by the daemon's ``RequestWorkService``.
     public let work = RequestWork()
     /// Consumers' reports, coalesced into checks.
@@ -31,8 +32,10 @@ public final class ServingContext: Sendable {
     public init(
         store: KeyStore, checker: KeyChecker, intake: SpoolIntake, policy: AccessPolicy, limits: ServingLimits,
         logger: Logger, clock: any SchedulerClock = SystemSchedulerClock(), startedAt: Date? = nil,
-        peerLogLimits: PeerLog.Limits = PeerLog.Limits(), recovery: KeyRecovery? = nil
+        peerLogLimits: PeerLog.Limits = PeerLog.Limits(), recovery: KeyRecovery? = nil,
+        metrics: KeydMetrics = KeydMetrics()
     ) {
+        self.metrics = metrics
         self.recovery = recovery
         self.current = store.current
         self.store = store
@@ -48,6 +51,13 @@ public final class ServingContext: Sendable {
     }
 
     public var policy: AccessPolicy { policyBox.withLock { $0 } }
+
+    /// The metrics as the Prometheus text format, with the present read now.
+    public func renderMetrics(process: Bool = true) -> [UInt8] {
+        let counts = counters.snapshot
+        return metrics.render(
+            current: current.record, longPolls: counts.longPolls, connections: counts.active, process: process)
+    }
 
     /// Installs a policy resolved anew (configuration reload), and closes the open
     /// connections of peers it gives less than they had — with their keep-alives and
@@ -70,8 +80,9 @@ public final class ServingContext: Sendable {
     /// asked for what. Returns when the entry is written (nil when it is not): answer
     /// the peer after that, while its `comm` can still be read.
     @discardableResult
-    func denied(_ peer: Peer, asked: String, needed: String) -> EventLoopFuture<Void>? {
+    func denied(_ peer: Peer, on socket: KeydMetrics.Socket, asked: String, needed: String) -> EventLoopFuture<Void>? {
         counters.countDenied()
+        metrics.denied(on: socket)
         return peerLog.record(.accessDenied, .event(.accessDenied), peer: peer) { comm in
             var metadata: Logger.Metadata = [
                 LogKey.peerUID: .stringConvertible(peer.uid),

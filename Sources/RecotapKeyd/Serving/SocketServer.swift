@@ -138,7 +138,7 @@ public final class SocketServer: Sendable {
         guard context.policy.mayReceiveCredential(peer) else {
             let asked = peer.unit.map { "LoadCredential=\(peer.credentialID ?? "?") for \($0)" } ?? "the key on credential.sock"
             let logged = context.denied(
-                peer, asked: asked,
+                peer, on: .credential, asked: asked,
                 needed: peer.unit == nil ? "a reader (access.readers or access.admins)" : "its unit listed in access.units")
             // Closed once the entry naming the peer is written, while its comm is readable.
             if let logged { logged.whenComplete { _ in channel.close(promise: nil) } } else { channel.close(promise: nil) }
@@ -178,6 +178,7 @@ public final class SocketServer: Sendable {
             } ?? "handed key \(record.fingerprint) to \(who()) on credential.sock"
             return (message, metadata(record))
         }
+        context.metrics.served(on: .credential)
         channel.writeAndFlush(ByteBuffer(string: secret)).whenComplete { _ in channel.close(promise: nil) }
     }
 }

@@ -41,6 +41,7 @@ public actor SpoolIntake {
     private let logger: Logger
     /// Asks the API again about a key declared invalid before (`nil`: such a key is refused).
     private let recovery: KeyRecovery?
+    private let metrics: KeydMetrics?
     /// Files logged and left, as they were then: not judged again until they change.
     private var left: [String: SpoolDirectory.Entry] = [:]
     /// Files with names that are not UTF-8, refused but not movable: logged once.
@@ -60,9 +61,10 @@ public actor SpoolIntake {
 
     public init(
         directory: SpoolDirectory, store: KeyStore, client: any KeyCheckingClient, verifyBeforeActivate: Bool,
-        clock: any SchedulerClock, logger: Logger, recovery: KeyRecovery? = nil
+        clock: any SchedulerClock, logger: Logger, recovery: KeyRecovery? = nil, metrics: KeydMetrics? = nil
     ) {
         self.recovery = recovery
+        self.metrics = metrics
         self.directory = directory
         self.store = store
         self.client = client
@@ -154,6 +156,7 @@ public actor SpoolIntake {
         case .vanished, .stillBeingWritten:
             return
         }
+        metrics?.spoolVerdict(record.verdict)
         recent.append(record)
         if recent.count > Self.recentKept { recent.removeFirst(recent.count - Self.recentKept) }
     }

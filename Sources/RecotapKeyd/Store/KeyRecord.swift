@@ -83,3 +83,31 @@ public struct RetentionReport: Sendable, Equatable {
     /// checkpoint from truncating it (tried again at the next pass).
     public var walPending = false
 }
+
+/// The served key's state as the generation file and the metrics name it: the key's
+/// ``KeyState``, `none` with no key, `unavailable` when the store holds it sealed
+/// without the store key that opens it.
+public enum ServedState: String, Sendable, CaseIterable {
+    case none, unverified, valid, invalid, unavailable
+
+    public init(_ record: KeyRecord?) {
+        guard let record else { self = .none; return }
+        guard record.secretUnavailable == nil else { self = .unavailable; return }
+        switch record.state {
+        case .unverified: self = .unverified
+        case .valid: self = .valid
+        case .invalid: self = .invalid
+        }
+    }
+}
+
+extension KeyRecord {
+    /// Where the key came from, as one of a few words (a metric label): `reverify` and
+    /// `rollback` for keys reinstated by an admin, `spool` for everything else (a
+    /// spool file, whose name is the record's `source`).
+    public var sourceKind: String {
+        if source == KeyRecovery.reverifiedSource { return "reverify" }
+        if source.hasPrefix(KeyRecovery.rollbackSourcePrefix) { return "rollback" }
+        return "spool"
+    }
+}
