@@ -14,7 +14,8 @@
 #               nginx-light is installed — and a plain SwiftNIO server)
 #   make install [DESTDIR=…] [PREFIX=/usr/local] [BUILD=release|debug]
 #               install the binaries, systemd units, sysusers.d, tmpfiles.d, the
-#               journal catalog and /etc/recotap-keyd/keyd.yaml (never overwritten)
+#               journal catalog, the Prometheus alert rules (share/doc/recotap-keyd/prometheus)
+#               and /etc/recotap-keyd/keyd.yaml (never overwritten)
 #
 # Every target first makes sure the Debian packages the build links against are
 # there: as root it installs what is missing; otherwise it says what to install.
@@ -116,6 +117,9 @@ install: deps
 	install -m 0644 systemd/recotap-keyd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/recotap-keyd.conf
 	install -m 0644 systemd/recotap-keyd.catalog $(DESTDIR)$(CATALOGDIR)/recotap-keyd.catalog
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -d $(DESTDIR)$(DOCDIR)/prometheus
+	install -m 0644 contrib/prometheus/recotap-keyd.rules.yml contrib/prometheus/recotap-keyd.rules.test.yml \
+	  $(DESTDIR)$(DOCDIR)/prometheus/
 	test -e $(DESTDIR)$(CONFDIR)/keyd.yaml || install -m 0644 config/keyd.yaml $(DESTDIR)$(CONFDIR)/keyd.yaml
 	if [ -z "$(DESTDIR)" ]; then \
 	  journalctl --update-catalog; \

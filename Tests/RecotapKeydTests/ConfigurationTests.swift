@@ -59,6 +59,11 @@ private let readBack: [String: @Sendable (KeydConfiguration) -> String] = [
     "access.admins.users": { $0.access.admins.users.joined(separator: ",") },
     "access.admins.groups": { $0.access.admins.groups.joined(separator: ",") },
     "access.units": { $0.access.units.joined(separator: ",") },
+    "metrics.readers.users": { $0.metrics.readers.users.joined(separator: ",") },
+    "metrics.readers.groups": { $0.metrics.readers.groups.joined(separator: ",") },
+    "metrics.listen": { $0.metrics.listen?.description ?? "" },
+    "metrics.allow_remote": { String($0.metrics.allowRemote) },
+    "metrics.textfile": { $0.metrics.textfile ?? "" },
     "log.target": { $0.log.target.rawValue },
     "log.level": { $0.log.level.rawValue },
 ]
@@ -90,6 +95,11 @@ private func override(_ key: String, _ source: String) -> String {
     case "access.admins.users": "\(source)-admin"
     case "access.admins.groups": "\(source)-admins"
     case "access.units": "\(source).service"
+    case "metrics.readers.users": "\(source)-scraper"
+    case "metrics.readers.groups": "\(source)-monitoring"
+    case "metrics.listen": source == "env" ? "127.0.0.1:9852" : "[::1]:9853"
+    case "metrics.allow_remote": source == "env" ? "true" : "false"
+    case "metrics.textfile": "/srv/\(source)/keyd.prom"
     case "log.target": source == "env" ? "console" : "auto"
     case "log.level": source == "env" ? "notice" : "warning"
     default: "?"

@@ -23,7 +23,7 @@ public struct MetricsListenAddress: Sendable, Equatable, CustomStringConvertible
             portPart = text[text.index(after: colon)...]
             isIPv6 = false
         }
-        guard portPart.count <= 5, portPart.allSatisfy(\.isASCII), let port = Int(portPart), (1...65535).contains(port)
+        guard portPart.count <= 5, portPart.allSatisfy({ ("0"..."9").contains($0) }), let port = Int(portPart), (1...65535).contains(port)
         else { return nil }
         var host = String(hostPart)
         if !isIPv6, host == "localhost" { host = "127.0.0.1" }
