@@ -34,6 +34,12 @@ extension FuzzTarget {
             try check(schedule.backoffMin <= schedule.backoffMax, "backoff_min above backoff_max")
             try check(config.api.timeout >= .seconds(1) && config.api.timeout <= .seconds(300), "api.timeout \(config.api.timeout)")
             try check(config.sockets.mode & 0o600 == 0o600 && config.sockets.mode <= 0o777, "sockets.mode")
+            if let listen = config.metrics.listen {
+                try check(listen.isLoopback || config.metrics.allowRemote, "metrics.listen \(listen) off loopback")
+                try check((1...65535).contains(listen.port), "metrics.listen port \(listen.port)")
+                try check(MetricsListenAddress(listen.description) == listen, "metrics.listen \(listen) does not read back")
+            }
+            try check(config.metrics.textfile.map { $0.hasSuffix(".prom") } ?? true, "metrics.textfile")
             // The schedule's arithmetic on whatever was accepted.
             let timing = CheckTiming(check: schedule, random: { 0.999_999 })
             _ = timing.nextInterval()

@@ -207,22 +207,41 @@ struct MetricsTests {
         let post = try await runCommand(["/usr/bin/curl", "-sS", "-i", "--max-time", "10", "-X", "POST", url + "/metrics"])
         #expect(post.output.hasPrefix("HTTP/1.1 405"))
 
-        // 16 connections held open, each answered once (so each is known admitted: one
-        // closed a moment ago may still count); the 17th is closed at once; once one
-        // closes, a new one is served.
-        var held: [Int32] = []
-        defer { held.forEach { close($0) } }
-        for _ in 0..<MetricsListener.maxConnections {
-            held.append(try await offload { try admittedConnection(port: port) })
+        // Each connection gets one answer and is closed: pipelined requests behind the
+        // first are dropped (one render per connection).
+        let pipelined = try await offload { () -> String in
+            let fd = try tcpConnect(port: port)
+            defer { close(fd) }
+            let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            let bytes = Array(String(repeating: request, count: 50).utf8)
+            _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            return String(decoding: readAll(fd, within: 10), as: UTF8.self)
         }
-        let extra = try tcpConnect(port: port)
-        defer { close(extra) }
-        #expect(try await offload { readsEOF(extra, within: 5) }, "a connection over the cap is closed")
-        close(held.removeLast())
-        #expect(try await eventually {
-            let again = try await runCommand(["/usr/bin/curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url + "/metrics"])
-            return again.output == "200"
-        })
+        #expect(pipelined.components(separatedBy: "HTTP/1.1 200").count == 2, "one answer to 50 pipelined requests")
+        #expect(pipelined.contains("Connection: close"))
+
+        // A name that may have been rebound to loopback is refused (a web page's script).
+        let rebound = try await runCommand(["/usr/bin/curl", "-sS", "-i", "--max-time", "10", "-H", "Host: attacker.example", url + "/metrics"])
+        #expect(rebound.output.hasPrefix("HTTP/1.1 421"), "\(rebound.output.prefix(200))")
+        let named = try await runCommand(["/usr/bin/curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "-H", "Host: localhost:\(port)", url + "/metrics"])
+        #expect(named.output == "200")
+
+        // Nobody can hold the listener: 16 connections that send nothing fill it; the
+        // next one pushes out the oldest of them and is answered.
+        var idle: [Int32] = []
+        defer { idle.forEach { close($0) } }
+        for _ in 0..<MetricsListener.maxConnections { idle.append(try tcpConnect(port: port)) }
+        try await Task.sleep(for: .milliseconds(200))
+        let again = try await runCommand(["/usr/bin/curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", url + "/metrics"])
+        #expect(again.output == "200", "a scrape gets through a listener full of idle connections")
+        // (Which one is oldest is the order the event loops registered them in.)
+        let connections = idle
+        let closed = try await offload { () -> Int in
+            try? Task.checkCancellation()
+            usleep(500_000)
+            return connections.filter { readsEOF($0, within: 0) }.count
+        }
+        #expect(closed == 1, "one idle connection was closed to make room, not \(closed)")
         #expect(await served.finish() == 0)
     }
 
@@ -247,9 +266,12 @@ struct MetricsTests {
         #expect(reads > 0)
         #expect(partial.isEmpty, "partial files: \(partial)")
 
+        #expect(try await eventually {
+            let now = Exposition((try? String(contentsOfFile: path, encoding: .utf8)) ?? "")
+            return (now["\(prefix)checks_total{outcome=\"valid\"}"] ?? 0) >= 40
+        }, "rewritten after the checks")
         let text = try String(contentsOfFile: path, encoding: .utf8)
         let file = Exposition(text)
-        #expect((file["\(prefix)checks_total{outcome=\"valid\"}"] ?? 0) >= 40, "rewritten after the checks")
         #expect(file.series("process_resident_memory_bytes").isEmpty, "node_exporter exports its own process metrics")
         #expect(fileMode(path) & 0o777 == 0o644)
         if havePromtool {
@@ -336,6 +358,15 @@ struct MetricsUnitTests {
         #expect(test.status == 0, "\(test.output) \(test.stderr)")
         let rules = try String(contentsOfFile: directory + "/recotap-keyd.rules.yml", encoding: .utf8)
         let tests = try String(contentsOfFile: directory + "/recotap-keyd.rules.test.yml", encoding: .utf8)
+        // The unit tests check the thresholds at their edges: a shifted one fails them.
+        for (original, mutated) in [(">= 3", ">= 4"), ("> 3600)", "> 3000)"), ("for: 15m", "for: 16m"), ("[30m]", "[10m]")] {
+            let scratch = try TemporaryDirectory()
+            #expect(rules.contains(original))
+            _ = try scratch.write("recotap-keyd.rules.yml", rules.replacingOccurrences(of: original, with: mutated))
+            _ = try scratch.write("recotap-keyd.rules.test.yml", tests)
+            let failing = try await runCommand(["/usr/bin/env", "-C", scratch.path, "/usr/bin/promtool", "test", "rules", "recotap-keyd.rules.test.yml"])
+            #expect(failing.status != 0, "the rule tests pass with \(original) changed to \(mutated)")
+        }
         for line in rules.split(separator: "\n") where line.contains("- alert: ") {
             let name = line.split(separator: ":").last!.trimmingCharacters(in: .whitespaces)
             #expect(tests.contains("alertname: \(name)"), "\(name) has no unit test")
@@ -410,24 +441,17 @@ func tcpConnect(port: Int) throws -> Int32 {
     return fd
 }
 
-/// A connection to the metrics listener that has been answered `200` once (retried
-/// while the listener is full).
-func admittedConnection(port: Int) throws -> Int32 {
-    for _ in 0..<100 {
-        let fd = try tcpConnect(port: port)
-        let request = Array("GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8)
-        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+/// What the peer sends until it closes (or `seconds` pass without data).
+func readAll(_ fd: Int32, within seconds: Int32) -> [UInt8] {
+    var data: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
         var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        var head = [UInt8](repeating: 0, count: 12)
-        if poll(&poller, 1, 5000) > 0, recv(fd, &head, head.count, Int32(MSG_WAITALL)) == head.count,
-            String(decoding: head, as: UTF8.self) == "HTTP/1.1 200"
-        {
-            return fd
-        }
-        close(fd)
-        usleep(50_000)
+        guard poll(&poller, 1, seconds * 1000) > 0 else { return data }
+        let count = recv(fd, &buffer, buffer.count, 0)
+        guard count > 0 else { return data }
+        data += buffer[0..<count]
     }
-    throw POSIXError(.ECONNREFUSED)
 }
 
 /// Whether the peer closes the connection (a read returns 0 or fails) within `seconds`.

@@ -230,7 +230,7 @@ public actor KeyChecker {
             let result = await client.check(secret.key)
             // Cancelled by shutdown: the answer says nothing about the key or the API.
             let answered = Task.isCancelled ? nil : result
-            if let answered { metrics?.checked(answered, at: clock.now) }
+            if let answered { metrics?.checked(answered, keyID: keyID, at: clock.now) }
             await handle(.answered(answered, keyID: keyID))
 
         case .record(let check, let affectsState):
@@ -244,7 +244,7 @@ public actor KeyChecker {
 
         case .loadLastCheck(let keyID):
             let last = (try? await store.checks(keyID: keyID, limit: 1))?.first
-            if let last { metrics?.noteCheck(at: last.at) }
+            if let last { metrics?.noteCheck(keyID: keyID, at: last.at) }
             await handle(.lastCheckLoaded(last, keyID: keyID))
 
         case .log(let line):

@@ -24,15 +24,25 @@ public enum AtomicFile {
         let fd = open(temporary, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, mode)
         guard fd >= 0 else { throw WriteError(description: "cannot create \(temporary): \(String(cString: strerror(errno)))") }
         var written = 0
+        var error: Int32 = 0
         while written < bytes.count {
             let count = bytes[written...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
             if count < 0, errno == EINTR { continue }
-            guard count > 0 else { break }
+            guard count > 0 else {
+                error = count == 0 ? EIO : errno
+                break
+            }
             written += count
         }
-        var failed = written != bytes.count || fchmod(fd, mode) != 0 || (sync && fsync(fd) != 0)
-        var error = errno
-        close(fd)
+        var failed = written != bytes.count
+        if !failed, fchmod(fd, mode) != 0 || (sync && fsync(fd) != 0) {
+            failed = true
+            error = errno
+        }
+        if close(fd) != 0, !failed {
+            failed = true
+            error = errno
+        }
         if !failed, rename(temporary, path) != 0 {
             failed = true
             error = errno

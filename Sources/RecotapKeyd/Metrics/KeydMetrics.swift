@@ -6,8 +6,9 @@ import Synchronization
 /// The daemon's metrics (README "Monitoring"), recorded through swift-metrics into a
 /// swift-prometheus registry of its own and rendered in the Prometheus text format.
 ///
-/// Events are counted where they happen, each with one relaxed atomic add (no lock,
-/// no allocation: nothing a request's latency can see). What describes the present —
+/// Events are counted where they happen. On the serving path (a key handed out, a
+/// refusal) that is one relaxed atomic add — no lock, no allocation, nothing a
+/// request's latency can see; a check adds a histogram observation. What describes the present —
 /// the served key, its state and times, the long polls — is not pushed at all: it is
 /// read from the published key (``CurrentKey``) when the metrics are rendered, so it is
 /// never stale and costs nothing between scrapes.
@@ -40,7 +41,8 @@ public final class KeydMetrics: Sendable {
     private let connections: Meter
 
     private struct State {
-        var lastCheck: Date?
+        /// The latest check the checker made or loaded, and of which key (version).
+        var lastCheck: (keyID: Int64, at: Date)?
         /// The `key_info` series of the key rendered last, and its labels.
         var keyInfo: (labels: [String], meter: Meter)?
     }
@@ -90,17 +92,19 @@ public final class KeydMetrics: Sendable {
     // MARK: - Events
 
     /// A check of the active key was answered (or failed): counted by outcome, timed.
-    public func checked(_ result: CheckResult, at: Date) {
+    public func checked(_ result: CheckResult, keyID: Int64, at: Date) {
         checks[result.outcome]?.increment()
         checkDuration.recordNanoseconds(Self.nanoseconds(result.latency))
-        noteCheck(at: at)
+        noteCheck(keyID: keyID, at: at)
         changed.ring()
     }
 
-    /// The latest check known (at start, the one the store recorded last).
-    public func noteCheck(at: Date) {
+    /// The latest check of key `keyID` known (for a key just activated, its
+    /// verification, as the store recorded it).
+    public func noteCheck(keyID: Int64, at: Date) {
         state.withLock { state in
-            if state.lastCheck.map({ $0 < at }) ?? true { state.lastCheck = at }
+            if let last = state.lastCheck, last.keyID == keyID, last.at >= at { return }
+            state.lastCheck = (keyID, at)
         }
     }
 
@@ -121,6 +125,7 @@ public final class KeydMetrics: Sendable {
 
     public func setCheckInterval(_ interval: Duration) {
         checkInterval.set(Double(Self.nanoseconds(interval)) / 1e9)
+        changed.ring()
     }
 
     // MARK: - Rendering
@@ -134,7 +139,8 @@ public final class KeydMetrics: Sendable {
             for (state, meter) in keyStates { meter.set(state == served ? 1 : 0) }
             activatedAt.set(Self.seconds(current?.activatedAt))
             lastSuccessAt.set(Self.seconds(current?.lastVerifiedAt))
-            lastCheckAt.set(Self.seconds(state.withLock { $0.lastCheck }))
+            let lastCheck = state.withLock { $0.lastCheck }
+            lastCheckAt.set(Self.seconds(lastCheck.flatMap { $0.keyID == current?.id ? $0.at : nil }))
             longPolls.set(Int64(waiting))
             connections.set(Int64(open))
             setKeyInfo(current)

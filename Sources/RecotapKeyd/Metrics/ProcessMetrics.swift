@@ -48,7 +48,9 @@ final class ProcessMetrics: Sendable {
         }
         openFDs.set(to: Double(Self.openDescriptors()))
         var limit = rlimit()
-        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 { maxFDs.set(to: Double(limit.rlim_cur)) }
+        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max {
+            maxFDs.set(to: Double(limit.rlim_cur))
+        }
         registry.emit(into: &buffer)
     }
 

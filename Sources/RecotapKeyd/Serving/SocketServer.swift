@@ -115,21 +115,31 @@ public final class SocketServer: Sendable {
     /// The HTTP pipeline of one `keyd.sock` connection (also what the fuzz target
     /// drives, byte for byte).
     package static func addAPIHandlers(to channel: any Channel, peer: Peer, role: AccessRole, context: ServingContext) throws {
+        let timeouts = try addHTTPCodec(to: channel, limits: context.limits)
+        try channel.pipeline.syncOperations.addHandler(
+            APIConnectionHandler(peer: peer, role: role, context: context, timeouts: timeouts))
+    }
+
+    /// HTTP/1.1 with the limits of README "Serving the key", below a connection's
+    /// handler (keyd.sock's, and the metrics listener's): back-pressure, the read and
+    /// idle timeouts (returned: the handler tells them when a request is read and its
+    /// answer written), the codec with the header limits, and one request at a time.
+    static func addHTTPCodec(to channel: any Channel, limits: ServingLimits) throws -> ConnectionTimeouts {
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
-        decoderLimits.maxHeaderListSize = context.limits.maxHeaderBytes
-        decoderLimits.maxHeaderFieldSize = context.limits.maxHeaderBytes
+        decoderLimits.maxHeaderListSize = limits.maxHeaderBytes
+        decoderLimits.maxHeaderFieldSize = limits.maxHeaderBytes
         let pipeline = channel.pipeline.syncOperations
         // A peer that pipelines requests and never reads the answers is read no further
         // once its answers back up (NIO's write buffer past its high-water mark): what
         // the daemon holds for one connection stays bounded.
         try pipeline.addHandler(BackPressureHandler())
-        let timeouts = ConnectionTimeouts(readTimeout: context.limits.requestReadTimeout, idleTimeout: context.limits.idleTimeout)
+        let timeouts = ConnectionTimeouts(readTimeout: limits.requestReadTimeout, idleTimeout: limits.idleTimeout)
         try pipeline.addHandler(timeouts)
         try pipeline.addHandler(HTTPResponseEncoder())
         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(
             leftOverBytesStrategy: .dropBytes, informationalResponseStrategy: .drop, limitConfiguration: decoderLimits)))
         try pipeline.addHandler(HTTPServerPipelineHandler())
-        try pipeline.addHandler(APIConnectionHandler(peer: peer, role: role, context: context, timeouts: timeouts))
+        return timeouts
     }
 
     /// `credential.sock`: the key's bytes to an allowed peer, then close; nothing (and
