@@ -29,6 +29,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Checks to measure the store's side of, in the clear and sealed (0 skips): what sealing costs per check.")
     var sealChecks = 2000
 
+    @Option(help: "Metrics renders to measure (0 skips): what a scrape costs the daemon, and its size.")
+    var metricsRenders = 2000
+
     @Option(help: "Seconds of refusals to measure (0 skips): processes as nobody ask for the key while a reader fetches it (needs root and setpriv).")
     var refusals = 0
 
@@ -81,6 +84,7 @@ struct BenchCommand: AsyncParsableCommand {
         if checks > 0 { try await measureChecks() }
         if activations > 0 { try await measureActivations() }
         if sealChecks > 0 { try await SealBench(checks: sealChecks).run() }
+        if metricsRenders > 0 { try await MetricsBench(renders: metricsRenders).run() }
         if requests > 0 {
             try await ServingBench(requests: requests, connections: connections.split(separator: ",").compactMap { Int($0) }).run()
         }

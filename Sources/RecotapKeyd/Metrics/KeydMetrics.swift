@@ -16,6 +16,13 @@ public final class KeydMetrics: Sendable {
     /// The sockets that hand out the key or refuse peers.
     public enum Socket: String, Sendable, CaseIterable {
         case keyd, credential
+
+        var index: Int {
+            switch self {
+            case .keyd: 0
+            case .credential: 1
+            }
+        }
     }
 
     /// Rung after every event that changes what the metrics say (a check, a spool
@@ -30,8 +37,9 @@ public final class KeydMetrics: Sendable {
     private let invalidations: CoreMetrics.Counter
     private let apiRequests: [String: CoreMetrics.Counter]
     private let spoolVerdicts: [String: CoreMetrics.Counter]
-    private let served: [Socket: CoreMetrics.Counter]
-    private let denied: [Socket: CoreMetrics.Counter]
+    /// By socket, in ``Socket``'s order: an array index on the serving path, no hashing.
+    private let served: [CoreMetrics.Counter]
+    private let denied: [CoreMetrics.Counter]
     private let keyStates: [ServedState: Meter]
     private let activatedAt: Meter
     private let lastCheckAt: Meter
@@ -70,12 +78,12 @@ public final class KeydMetrics: Sendable {
         spoolVerdicts = Dictionary(uniqueKeysWithValues: Self.spoolVerdictNames.map {
             ($0, Counter(label: name("spool_verdicts_total"), dimensions: [("verdict", $0)], factory: factory))
         })
-        served = Dictionary(uniqueKeysWithValues: Socket.allCases.map {
-            ($0, Counter(label: name("key_served_total"), dimensions: [("socket", $0.rawValue)], factory: factory))
-        })
-        denied = Dictionary(uniqueKeysWithValues: Socket.allCases.map {
-            ($0, Counter(label: name("access_denied_total"), dimensions: [("socket", $0.rawValue)], factory: factory))
-        })
+        served = Socket.allCases.map {
+            Counter(label: name("key_served_total"), dimensions: [("socket", $0.rawValue)], factory: factory)
+        }
+        denied = Socket.allCases.map {
+            Counter(label: name("access_denied_total"), dimensions: [("socket", $0.rawValue)], factory: factory)
+        }
         keyStates = Dictionary(uniqueKeysWithValues: ServedState.allCases.map {
             ($0, Meter(label: name("key_state"), dimensions: [("state", $0.rawValue)], factory: factory))
         })
@@ -120,8 +128,8 @@ public final class KeydMetrics: Sendable {
         spoolVerdicts[verdict]?.increment()
         changed.ring()
     }
-    public func served(on socket: Socket) { served[socket]?.increment() }
-    public func denied(on socket: Socket) { denied[socket]?.increment() }
+    public func served(on socket: Socket) { served[socket.index].increment() }
+    public func denied(on socket: Socket) { denied[socket.index].increment() }
 
     public func setCheckInterval(_ interval: Duration) {
         checkInterval.set(Double(Self.nanoseconds(interval)) / 1e9)
