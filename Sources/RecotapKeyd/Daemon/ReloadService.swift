@@ -5,8 +5,8 @@ import Synchronization
 import UnixSignals
 
 /// SIGHUP (`systemctl reload`, `ExecReload=`) re-reads the configuration. What can
-/// change in a running daemon changes at once — `check.*` (the schedule) and
-/// `access.*` (names resolved anew) —; anything else that differs is logged as taking
+/// change in a running daemon changes at once — `check.*` (the schedule), `access.*`
+/// and `metrics.readers` (names resolved anew) —; anything else that differs is logged as taking
 /// effect at the next restart. A configuration that does not load or validate is
 /// refused with the reason, and the daemon keeps running on the one it has.
 public final class ConfigurationReloader: Sendable {

@@ -26,7 +26,8 @@ public final class KeydMetrics: Sendable {
     }
 
     /// Rung after every event that changes what the metrics say (a check, a spool
-    /// verdict): the textfile's writer waits on it.
+    /// verdict, a new check interval; the textfile's writer rings it for every commit
+    /// touching the active key too): the textfile's writer waits on it.
     public let changed = Wakeup()
     private let registry = PrometheusCollectorRegistry()
     private let factory: KeydMetricsFactory

@@ -15,9 +15,9 @@ import Synchronization
 /// answer and is closed (pipelined requests behind the first are dropped: one render
 /// per connection); a request must arrive within `keyd.sock`'s read timeout and header
 /// limit; and at most ``maxConnections`` are open at once — when a new one arrives
-/// with all taken, the oldest connection with no request in progress is closed to
-/// make room (one whose request is being answered is never cut), so a peer that
-/// opens connections and sends nothing only ever pushes out its own. A `Host` header
+/// with all taken, the oldest connection not being answered is closed to make room
+/// (one whose whole request has arrived is never cut), so a peer that opens
+/// connections and sends nothing, or half a request, only ever pushes out its own. A `Host` header
 /// other than an IP address or `localhost` is refused, so a web page's script cannot
 /// read the metrics through a DNS name rebound to loopback.
 public final class MetricsListener: Sendable {
@@ -87,7 +87,7 @@ public final class MetricsListener: Sendable {
             }
         }
 
-        /// A request arrived on `channel`: it is not to be evicted until it closes.
+        /// A whole request arrived on `channel`: it is not to be evicted until it closes.
         func markBusy(_ channel: any Channel) {
             let id = ObjectIdentifier(channel)
             open.withLock { open in
@@ -121,12 +121,14 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             self.head = head
-            connections.markBusy(context.channel)
         case .body: break
         case .end:
             guard let head else { return }
             self.head = nil
             answered = true
+            // Protected from eviction only once the request is whole: a peer that sends
+            // a head and holds back the body can be pushed out like an idle one.
+            connections.markBusy(context.channel)
             timeouts.requestRead()
             answer(head, context: context)
         }

@@ -30,8 +30,8 @@ final class ProcessMetrics: Sendable {
         openFDs = registry.makeGauge(descriptor: descriptor("process_open_fds"))
         maxFDs = registry.makeGauge(descriptor: descriptor("process_max_fds"))
         startTime = registry.makeGauge(descriptor: descriptor("process_start_time_seconds"))
-        if let stat = Self.stat(), let boot = Self.bootTime() {
-            startTime.set(to: boot + stat.startTicks / Self.ticks)
+        if let stat = Self.stat() {
+            startTime.set(to: Self.bootTime() + stat.startTicks / Self.ticks)
         }
     }
 
@@ -82,13 +82,15 @@ final class ProcessMetrics: Sendable {
         return Stat(utimeTicks: utime, stimeTicks: stime, startTicks: start, virtualBytes: vsize, residentPages: rss)
     }
 
-    /// `btime` of `/proc/stat`: when the system booted, in seconds since the epoch.
-    static func bootTime() -> Double? {
-        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8) else { return nil }
-        for line in text.split(separator: "\n") where line.hasPrefix("btime ") {
-            return Double(line.dropFirst(6).trimmingCharacters(in: .whitespaces))
-        }
-        return nil
+    /// When the system booted, in seconds since the epoch: the wall clock less the time
+    /// since boot (`/proc/stat`'s `btime` would say it, but the unit's `ProcSubset=pid`
+    /// hides that file). A process's start time in `/proc/self/stat` counts from boot.
+    static func bootTime() -> Double {
+        var now = timespec()
+        var sinceBoot = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        clock_gettime(CLOCK_BOOTTIME, &sinceBoot)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9 - Double(sinceBoot.tv_sec) - Double(sinceBoot.tv_nsec) / 1e9
     }
 
     static func openDescriptors() -> Int {
