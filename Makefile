@@ -14,7 +14,8 @@
 #               nginx-light is installed — and a plain SwiftNIO server)
 #   make install [DESTDIR=…] [PREFIX=/usr/local] [BUILD=release|debug]
 #               install the binaries, systemd units, sysusers.d, tmpfiles.d, the
-#               journal catalog, the Prometheus alert rules (share/doc/recotap-keyd/prometheus)
+#               journal catalog, the Prometheus alert rules (share/doc/recotap-keyd/prometheus),
+#               recotap-keyd.yaml(5) written from the key table, bash/zsh/fish completions
 #               and /etc/recotap-keyd/keyd.yaml (never overwritten)
 #
 # Every target first makes sure the Debian packages the build links against are
@@ -34,6 +35,11 @@ SYSUSERSDIR  = $(LIBDIR)/sysusers.d
 TMPFILESDIR  = $(LIBDIR)/tmpfiles.d
 CATALOGDIR   = $(LIBDIR)/systemd/catalog
 DOCDIR       = $(PREFIX)/share/doc/recotap-keyd
+MANDIR       = $(PREFIX)/share/man
+BASHCOMPDIR  = $(PREFIX)/share/bash-completion/completions
+# zsh reads vendor-completions under /usr (a package), site-functions elsewhere.
+ZSHCOMPDIR   = $(if $(filter /usr,$(PREFIX)),$(PREFIX)/share/zsh/vendor-completions,$(PREFIX)/share/zsh/site-functions)
+FISHCOMPDIR  = $(PREFIX)/share/fish/vendor_completions.d
 CONFDIR      = /etc/recotap-keyd
 
 # Release builds link the Swift runtime dynamically: a static runtime (--static-swift-stdlib)
@@ -49,9 +55,17 @@ FUZZ_CONFIGURATION ?= release
 FUZZ_BUILD   = $(SWIFT) build -c $(FUZZ_CONFIGURATION) --scratch-path .build-fuzz --product recotap-keyd-fuzz \
                -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xswiftc -DRECOTAP_FUZZ
 
-.PHONY: deps build run mock test release install clean fuzz fuzz-build bench
+.PHONY: deps revision build run mock test release install clean fuzz fuzz-build bench
 
-deps:
+# The git revision every binary's --version prints: written only when it changed, so a
+# new commit recompiles one C file (Sources/CBuildInfo/build_info.c) and relinks.
+REVISION_H = Sources/CBuildInfo/revision.h
+revision:
+	@rev=$$(git describe --always --dirty 2>/dev/null || echo unknown); \
+	line="#define RECOTAP_GIT_REVISION \"$$rev\""; \
+	[ "$$(cat $(REVISION_H) 2>/dev/null)" = "$$line" ] || echo "$$line" > $(REVISION_H)
+
+deps: revision
 	@missing=""; \
 	for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
@@ -117,6 +131,16 @@ install: deps
 	install -m 0644 systemd/recotap-keyd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/recotap-keyd.conf
 	install -m 0644 systemd/recotap-keyd.catalog $(DESTDIR)$(CATALOGDIR)/recotap-keyd.catalog
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -d $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	bin=$$($(BUILD_CMD) --show-bin-path); \
+	$$bin/recotap-keyd --config-manual > $(DESTDIR)$(MANDIR)/man5/recotap-keyd.yaml.5 && \
+	for p in recotap-keyd recotap-keyctl; do \
+	  $$bin/$$p --generate-completion-script bash > $(DESTDIR)$(BASHCOMPDIR)/$$p && \
+	  $$bin/$$p --generate-completion-script zsh > $(DESTDIR)$(ZSHCOMPDIR)/_$$p && \
+	  $$bin/$$p --generate-completion-script fish > $(DESTDIR)$(FISHCOMPDIR)/$$p.fish || exit 1; \
+	done; \
+	chmod 0644 $(DESTDIR)$(MANDIR)/man5/recotap-keyd.yaml.5 $(DESTDIR)$(BASHCOMPDIR)/recotap-keyd* \
+	  $(DESTDIR)$(ZSHCOMPDIR)/_recotap-keyd* $(DESTDIR)$(FISHCOMPDIR)/recotap-keyd*
 	install -d $(DESTDIR)$(DOCDIR)/prometheus
 	install -m 0644 contrib/prometheus/recotap-keyd.rules.yml contrib/prometheus/recotap-keyd.rules.test.yml \
 	  $(DESTDIR)$(DOCDIR)/prometheus/

@@ -37,11 +37,15 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        // The git revision (README "Install"): a C function, so a new revision recompiles
+        // one C file and relinks, nothing else.
+        .target(name: "CBuildInfo", path: "Sources/CBuildInfo"),
         .target(
             name: "RecotapKeyd",
             dependencies: [
                 "CSystemd",
                 "CSQLite",
+                "CBuildInfo",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -90,6 +94,7 @@ let package = Package(
             name: "recotap-api-mock",
             dependencies: [
                 "RecotapAPIMock",
+                "CBuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import CBuildInfo
 import RecotapAPIMock
 
 @main
@@ -14,7 +15,8 @@ struct MockCommand: AsyncParsableCommand {
                       POST /_mock/faults {"kind": "status|rate_limit|delay|drop|redirect|unauthorized_bare|non_json_success",
                                           "status": 503, "retry_after": "30", "delay_ms": 2000, "location": "...", "count": 1}
                       DELETE /_mock/faults    GET|DELETE /_mock/requests    GET /_mock/state
-            """
+            """,
+        version: "\(RECOTAP_VERSION) (git \(String(cString: recotap_git_revision())))"
     )
 
     @Option(help: "Port to listen on (0 picks a free one).")

@@ -15,7 +15,7 @@ struct KeyctlCommand: AsyncParsableCommand {
             4 key invalid, 5 access refused, 6 recotap-keyd not running, 7 key rejected,
             8 timed out, 64 usage.
             """,
-        version: KeydVersion.current,
+        version: KeydVersion.full,
         subcommands: [
             Get.self, Status.self, Check.self, History.self, Rotate.self, Wait.self, Reverify.self, Rollback.self,
             VerifyCredential.self, RestartConsumer.self, Exec.self,

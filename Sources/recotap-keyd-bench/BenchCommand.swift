@@ -12,7 +12,8 @@ import RecotapKeyd
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "recotap-keyd-bench",
-        abstract: "Measures a key check against the mock API, a spool activation, and GET /v1/key on keyd.sock.")
+        abstract: "Measures a key check against the mock API, a spool activation, and GET /v1/key on keyd.sock.",
+        version: KeydVersion.full)
 
     @Option(help: "Checks to measure (after 50 for warm-up).")
     var checks = 2000

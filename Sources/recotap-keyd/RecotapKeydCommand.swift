@@ -38,7 +38,7 @@ struct RecotapKeydCommand: AsyncParsableCommand {
             wins over the file:
             \(ConfigurationKey.all.map { "  \($0.flag) VALUE" }.joined(separator: "\n"))
             """,
-        version: KeydVersion.current
+        version: KeydVersion.full
     )
 
     @Option(name: .long, help: "The configuration file (default \(KeydConfiguration.defaultPath)).")
@@ -47,10 +47,17 @@ struct RecotapKeydCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Validate the configuration, print the result and exit.")
     var checkConfig = false
 
+    @Flag(name: .long, help: "Print the manual page recotap-keyd.yaml(5), written from the table of keys, and exit.")
+    var configManual = false
+
     @Argument(parsing: .allUnrecognized, help: .hidden)
     var overrides: [String] = []
 
     func run() async throws {
+        if configManual {
+            print(ConfigurationManual.roff(), terminator: "")
+            return
+        }
         let environment = ProcessInfo.processInfo.environment
         let configuration: KeydConfiguration
         let loader: ConfigurationLoader

@@ -18,6 +18,9 @@ public struct ConfigurationKey: Sendable {
     /// The values allowed beyond the kind, as refusals and `config/keyd.yaml` state
     /// them ("1s to 5m"); `nil` when the kind says it all.
     public let range: String?
+    /// The key's value in a configuration, as a file would spell it (`5m`, `[a, b]`,
+    /// `""`): the defaults in `recotap-keyd.yaml(5)`.
+    public let show: @Sendable (KeydConfiguration) -> String
     /// Checks a value read from a source and stores it into the configuration.
     let apply: @Sendable (_ value: ConfigurationSetting, _ config: inout KeydConfiguration) throws(ConfigurationError) -> Void
 
@@ -32,19 +35,19 @@ public struct ConfigurationKey: Sendable {
     }
 
     public static let all: [ConfigurationKey] = [
-        .init("api.base_url", .string, range: "an http(s) URL") { value, config throws(ConfigurationError) in
+        .init("api.base_url", .string, range: "an http(s) URL", show: { $0.api.baseURL }) { value, config throws(ConfigurationError) in
             config.api.baseURL = try value.baseURL()
         },
         .duration("api.timeout", \.api.timeout, in: .seconds(1) ... .seconds(300)),
-        .init("api.ca_file", .path, range: nil) { value, config throws(ConfigurationError) in
+        .init("api.ca_file", .path, range: nil, show: { $0.api.caFile ?? "" }) { value, config throws(ConfigurationError) in
             config.api.caFile = try value.string.isEmpty ? nil : value.path()
         },
-        .init("api.proxy", .string, range: "an http:// URL") { value, config throws(ConfigurationError) in
+        .init("api.proxy", .string, range: "an http:// URL", show: { $0.api.proxy ?? "" }) { value, config throws(ConfigurationError) in
             config.api.proxy = try value.proxy()
         },
         .bool("api.allow_insecure_http", \.api.allowInsecureHTTP),
         .duration("check.interval", \.check.interval, in: .seconds(10) ... .seconds(86_400)),
-        .init("check.jitter", .double, range: "0 to 0.5") { value, config throws(ConfigurationError) in
+        .init("check.jitter", .double, range: "0 to 0.5", show: { String($0.check.jitter) }) { value, config throws(ConfigurationError) in
             config.check.jitter = try value.double(in: 0 ... 0.5)
         },
         .duration("check.confirm_delay", \.check.confirmDelay, in: .zero ... .seconds(300)),
@@ -57,22 +60,22 @@ public struct ConfigurationKey: Sendable {
         .path("store.path", \.store.path),
         .socketPath("sockets.api", \.sockets.api),
         .socketPath("sockets.credential", \.sockets.credential),
-        .init("sockets.generation_file", .path, range: "a path, or \"\" for none") { value, config throws(ConfigurationError) in
+        .init("sockets.generation_file", .path, range: "a path, or \"\" for none", show: { $0.sockets.generationFile ?? "" }) { value, config throws(ConfigurationError) in
             config.sockets.generationFile = try value.string.isEmpty ? nil : value.path()
         },
-        .init("sockets.mode", .string, range: "0600 to 0777") { value, config throws(ConfigurationError) in
+        .init("sockets.mode", .string, range: "0600 to 0777", show: { "0" + String($0.sockets.mode, radix: 8) }) { value, config throws(ConfigurationError) in
             config.sockets.mode = try value.socketMode()
         },
         .names("access.readers.users", \.access.readers.users),
         .names("access.readers.groups", \.access.readers.groups),
         .names("access.admins.users", \.access.admins.users),
         .names("access.admins.groups", \.access.admins.groups),
-        .init("access.units", .stringArray, range: "unit names") { value, config throws(ConfigurationError) in
+        .init("access.units", .stringArray, range: "unit names", show: { list($0.access.units) }) { value, config throws(ConfigurationError) in
             config.access.units = try value.units()
         },
         .names("metrics.readers.users", \.metrics.readers.users),
         .names("metrics.readers.groups", \.metrics.readers.groups),
-        .init("metrics.listen", .string, range: "an IP address and port, e.g. 127.0.0.1:9851, or \"\" for none") {
+        .init("metrics.listen", .string, range: "an IP address and port, e.g. 127.0.0.1:9851, or \"\" for none", show: { $0.metrics.listen?.description ?? "" }) {
             value, config throws(ConfigurationError) in
             guard !value.string.isEmpty else { config.metrics.listen = nil; return }
             guard let address = MetricsListenAddress(value.string) else {
@@ -82,7 +85,7 @@ public struct ConfigurationKey: Sendable {
             config.metrics.listen = address
         },
         .bool("metrics.allow_remote", \.metrics.allowRemote),
-        .init("metrics.textfile", .path, range: "a path ending in .prom, or \"\" for none") {
+        .init("metrics.textfile", .path, range: "a path ending in .prom, or \"\" for none", show: { $0.metrics.textfile ?? "" }) {
             value, config throws(ConfigurationError) in
             guard !value.string.isEmpty else { config.metrics.textfile = nil; return }
             let path = try value.path()
@@ -91,13 +94,13 @@ public struct ConfigurationKey: Sendable {
             }
             config.metrics.textfile = path
         },
-        .init("log.target", .string, range: "journal, console or auto") { value, config throws(ConfigurationError) in
+        .init("log.target", .string, range: "journal, console or auto", show: { $0.log.target.rawValue }) { value, config throws(ConfigurationError) in
             guard let target = KeydConfiguration.LogTarget(rawValue: value.string) else {
                 throw value.refused("\"\(value.string)\" is not one of journal, console, auto")
             }
             config.log.target = target
         },
-        .init("log.level", .string, range: Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")) {
+        .init("log.level", .string, range: Logger.Level.allCases.map(\.rawValue).joined(separator: ", "), show: { $0.log.level.rawValue }) {
             value, config throws(ConfigurationError) in
             guard let level = Logger.Level(rawValue: value.string) else {
                 let allowed = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")
@@ -112,38 +115,43 @@ public struct ConfigurationKey: Sendable {
     }
 
     init(
-        _ name: String, _ kind: Kind, range: String?,
+        _ name: String, _ kind: Kind, range: String?, show: @escaping @Sendable (KeydConfiguration) -> String,
         apply: @escaping @Sendable (ConfigurationSetting, inout KeydConfiguration) throws(ConfigurationError) -> Void
     ) {
         self.name = name
         self.kind = kind
         self.range = range
+        self.show = show
         self.apply = apply
     }
+
+    static func list(_ names: [String]) -> String { "[" + names.joined(separator: ", ") + "]" }
 
     static func duration(
         _ name: String, _ field: WritableKeyPath<KeydConfiguration, Duration> & Sendable, in range: ClosedRange<Duration>
     ) -> ConfigurationKey {
         let allowed = "\(DurationParsing.format(range.lowerBound)) to \(DurationParsing.format(range.upperBound))"
-        return ConfigurationKey(name, .duration, range: allowed) { value, config throws(ConfigurationError) in
+        return ConfigurationKey(name, .duration, range: allowed, show: { DurationParsing.format($0[keyPath: field]) }) {
+            value, config throws(ConfigurationError) in
             config[keyPath: field] = try value.duration(in: range, allowed: allowed)
         }
     }
 
     static func bool(_ name: String, _ field: WritableKeyPath<KeydConfiguration, Bool> & Sendable) -> ConfigurationKey {
-        ConfigurationKey(name, .bool, range: nil) { value, config in
+        ConfigurationKey(name, .bool, range: nil, show: { String($0[keyPath: field]) }) { value, config in
             if case .bool(let flag) = value.value { config[keyPath: field] = flag }
         }
     }
 
     static func path(_ name: String, _ field: WritableKeyPath<KeydConfiguration, String> & Sendable) -> ConfigurationKey {
-        ConfigurationKey(name, .path, range: nil) { value, config throws(ConfigurationError) in
+        ConfigurationKey(name, .path, range: nil, show: { $0[keyPath: field] }) { value, config throws(ConfigurationError) in
             config[keyPath: field] = try value.path()
         }
     }
 
     static func socketPath(_ name: String, _ field: WritableKeyPath<KeydConfiguration, String> & Sendable) -> ConfigurationKey {
-        ConfigurationKey(name, .path, range: "at most 107 bytes") { value, config throws(ConfigurationError) in
+        ConfigurationKey(name, .path, range: "at most 107 bytes", show: { $0[keyPath: field] }) {
+            value, config throws(ConfigurationError) in
             let resolved = try value.path()
             // sun_path holds 108 bytes including the terminating NUL.
             guard resolved.utf8.count <= 107 else {
@@ -154,7 +162,8 @@ public struct ConfigurationKey: Sendable {
     }
 
     static func names(_ name: String, _ field: WritableKeyPath<KeydConfiguration, [String]> & Sendable) -> ConfigurationKey {
-        ConfigurationKey(name, .stringArray, range: "user or group names") { value, config throws(ConfigurationError) in
+        ConfigurationKey(name, .stringArray, range: "user or group names", show: { list($0[keyPath: field]) }) {
+            value, config throws(ConfigurationError) in
             config[keyPath: field] = try value.names()
         }
     }
