@@ -277,6 +277,16 @@ struct MetricsTests {
         let file = Exposition(text)
         #expect(file.series("process_resident_memory_bytes").isEmpty, "node_exporter exports its own process metrics")
         #expect(fileMode(path) & 0o777 == 0o644)
+
+        // A reload that changes check.* rewrites it without waiting for a check.
+        let config = served.dir.file("keyd.yaml")
+        let yaml = try String(contentsOfFile: config, encoding: .utf8)
+        try yaml.replacingOccurrences(of: "report_min_interval: 0s", with: "report_min_interval: 0s\n  interval: 7m")
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        served.daemon.signal(SIGHUP)
+        #expect(try await eventually(timeout: .seconds(15)) {
+            Exposition((try? String(contentsOfFile: path, encoding: .utf8)) ?? "")["\(prefix)check_interval_seconds"] == 420
+        }, "the textfile after a reload: \(served.daemon.output.suffix(300))")
         if havePromtool {
             #expect(try await promtoolCheck(text).status == 0)
         }

@@ -103,7 +103,7 @@ public final class KeydMetrics: Sendable {
     /// A check of the active key was answered (or failed): counted by outcome, timed.
     public func checked(_ result: CheckResult, keyID: Int64, at: Date) {
         checks[result.outcome]?.increment()
-        checkDuration.recordNanoseconds(Self.nanoseconds(result.latency))
+        checkDuration.recordSeconds(result.latency.seconds)
         noteCheck(keyID: keyID, at: at)
         changed.ring()
     }
@@ -133,7 +133,7 @@ public final class KeydMetrics: Sendable {
     public func denied(on socket: Socket) { denied[socket.index].increment() }
 
     public func setCheckInterval(_ interval: Duration) {
-        checkInterval.set(Double(Self.nanoseconds(interval)) / 1e9)
+        checkInterval.set(interval.seconds)
         changed.ring()
     }
 
@@ -180,10 +180,4 @@ public final class KeydMetrics: Sendable {
     }
 
     static func seconds(_ date: Date?) -> Double { date?.timeIntervalSince1970 ?? 0 }
-
-    static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        guard seconds < Int64.max / 1_000_000_000 else { return .max }
-        return max(0, seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-    }
 }
