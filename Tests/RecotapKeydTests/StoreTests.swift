@@ -74,6 +74,32 @@ struct StoreTests {
         #expect(fileMode(path) == 0o600)
     }
 
+    @Test("a directory open to others that holds anything but the store is refused, its mode untouched (a store path in /run or /tmp must not make it 0700)")
+    func sharedDirectoryRefused() async throws {
+        let dir = try TemporaryDirectory()
+        let shared = dir.file("shared")
+        try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
+        chmod(shared, 0o755)
+        #expect(FileManager.default.createFile(atPath: shared + "/someone-elses.sock", contents: nil))
+        do throws(StoreError) {
+            _ = try KeyStore(path: shared + "/keyd.sqlite3")
+            Issue.record("a shared directory must be refused")
+        } catch {
+            #expect(error.code == .unsafeLocation)
+            #expect(error.description.contains("someone-elses.sock"))
+        }
+        #expect(fileMode(shared) == 0o755)
+        #expect(!FileManager.default.fileExists(atPath: shared + "/keyd.sqlite3"))
+        // Its own files (the database, its WAL and shared memory) do not count.
+        let own = dir.file("own")
+        try FileManager.default.createDirectory(atPath: own, withIntermediateDirectories: true)
+        try await KeyStore(path: own + "/keyd.sqlite3").close()
+        chmod(own, 0o755)
+        for suffix in ["-wal", "-shm"] { #expect(FileManager.default.createFile(atPath: own + "/keyd.sqlite3" + suffix, contents: nil)) }
+        try await KeyStore(path: own + "/keyd.sqlite3").close()
+        #expect(fileMode(own) == 0o700)
+    }
+
     @Test("the directory may be a symlink; the database file may not")
     func symlinks() async throws {
         let dir = try TemporaryDirectory()

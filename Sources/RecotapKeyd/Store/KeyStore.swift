@@ -127,7 +127,18 @@ public actor KeyStore {
         }
         if info.st_mode & 0o077 != 0 {
             // Created by someone else with a loose mode (StateDirectory= defaults to
-            // 0755): tighten it if it is ours, refuse if it is not.
+            // 0755): tighten it if it is ours and holds nothing but the store, refuse
+            // otherwise. A directory shared with others (/run, /tmp, a home) is never
+            // made 0700 under them: as root, that would lock every other user out.
+            let own = Set(["", "-wal", "-shm", "-journal"].map { (path as NSString).lastPathComponent + $0 })
+            let others = ((try? fm.contentsOfDirectory(atPath: directory)) ?? []).filter { !own.contains($0) }.sorted()
+            if !others.isEmpty {
+                let named = others.prefix(3).joined(separator: ", ") + (others.count > 3 ? ", …" : "")
+                throw StoreError(
+                    .unsafeLocation, path: path,
+                    message: "directory \(directory) is accessible to other users (mode \(String(info.st_mode & 0o777, radix: 8))) and holds other files (\(named)); give the store a directory of its own, mode 0700, owned by the daemon's user"
+                )
+            }
             guard info.st_uid == geteuid(), chmod(directory, 0o700) == 0 else {
                 throw StoreError(
                     .unsafeLocation, path: path,
