@@ -12,11 +12,17 @@
 #               (recotap-keyd-bench --table: start → READY, RSS, idle wake-ups,
 #               keep-alive and connect-per-request throughput against nginx — where
 #               nginx-light is installed — and a plain SwiftNIO server)
-#   make install [DESTDIR=…] [PREFIX=/usr/local] [BUILD=release|debug]
-#               install the binaries, systemd units, sysusers.d, tmpfiles.d, the
-#               journal catalog, the Prometheus alert rules (share/doc/recotap-keyd/prometheus),
-#               recotap-keyd.yaml(5) written from the key table, bash/zsh/fish completions
-#               and /etc/recotap-keyd/keyd.yaml (never overwritten)
+#   make install [DESTDIR=…] [PREFIX=/usr/local] [BUILD=release|debug] [INSTALL_MOCK=yes|no]
+#               install the binaries (and the API mock, unless INSTALL_MOCK=no), systemd
+#               units, sysusers.d, tmpfiles.d, the journal catalog, the Prometheus alert
+#               rules (share/doc/recotap-keyd/prometheus), recotap-keyd(8),
+#               recotap-keyctl(1), recotap-keyd.yaml(5) written from the key table,
+#               bash/zsh/fish completions and /etc/recotap-keyd/keyd.yaml (never overwritten)
+#   make deb    build the Debian package (debian/, dpkg-buildpackage) into dist/ and run
+#               lintian on it
+#   make deb-test
+#               make deb, then install the package with apt under a real systemd with
+#               /opt/swift hidden, use it, and purge it (Tests/system/run-package-test)
 #
 # Every target first makes sure the Debian packages the build links against are
 # there: as root it installs what is missing; otherwise it says what to install.
@@ -42,12 +48,16 @@ ZSHCOMPDIR   = $(if $(filter /usr,$(PREFIX)),$(PREFIX)/share/zsh/vendor-completi
 FISHCOMPDIR  = $(PREFIX)/share/fish/vendor_completions.d
 CONFDIR      = /etc/recotap-keyd
 
-# Release builds link the Swift runtime dynamically: a static runtime (--static-swift-stdlib)
-# saves ~3 MiB of resident memory but hides the hook that puts Swift concurrency on
-# SwiftNIO's loops, and libdispatch's pool monitor then wakes the daemon every second
-# (README "Performance").
-RELEASE_BUILD = $(SWIFT) build -c release
+# Release builds link the Swift runtime and Foundation statically: the binaries need only
+# Debian's libraries (libc, libstdc++, libsystemd, libsqlite3, zlib) and run where no
+# Swift toolchain is installed (README "Install from the Debian package"). The daemon
+# finds the runtime's global-executor hook through the linker, not dlsym, which a static
+# runtime defeats (Sources/recotap-keyd/ConcurrencyOnEventLoops.swift).
+RELEASE_BUILD = $(SWIFT) build -c release --static-swift-stdlib
 BUILD_CMD    = $(if $(filter release,$(BUILD)),$(RELEASE_BUILD),$(SWIFT) build -c $(BUILD))
+
+INSTALL_MOCK ?= yes
+INSTALLED    = recotap-keyd recotap-keyctl $(if $(filter yes,$(INSTALL_MOCK)),recotap-api-mock)
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
@@ -55,7 +65,7 @@ FUZZ_CONFIGURATION ?= release
 FUZZ_BUILD   = $(SWIFT) build -c $(FUZZ_CONFIGURATION) --scratch-path .build-fuzz --product recotap-keyd-fuzz \
                -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xswiftc -DRECOTAP_FUZZ
 
-.PHONY: deps revision build run mock test release install clean fuzz fuzz-build bench
+.PHONY: deps revision build run mock test release install man clean fuzz fuzz-build bench deb deb-test
 
 # The git revision every binary's --version prints: written only when it changed, so a
 # new commit recompiles one C file (Sources/CBuildInfo/build_info.c) and relinks.
@@ -111,18 +121,45 @@ bench: deps
 	$(RELEASE_BUILD) --product recotap-keyd-bench
 	$$($(RELEASE_BUILD) --show-bin-path)/recotap-keyd-bench --table $(BENCH_ARGS)
 
-install: deps
+# recotap-keyd(8) and recotap-keyctl(1), from ArgumentParser's generate-manual (the
+# tool behind its plugin, which cannot give each page its own section), into $(MANOUT).
+# Then made lint-clean for mandoc -T lint: one sentence per line, text lines within 80
+# bytes (a word that would start a line with . or ' is escaped), no full stop ending
+# the one-line description, and no "subcommand" in the daemon's synopsis (its only
+# subcommand is ArgumentParser's own help).
+MANOUT      ?= .build/man
+MAN_DATE    ?= $(shell git log -1 --format=%cs 2>/dev/null || date +%F)
+man: deps
+	$(SWIFT) build --product generate-manual
 	$(BUILD_CMD) --product recotap-keyd
 	$(BUILD_CMD) --product recotap-keyctl
-	$(BUILD_CMD) --product recotap-api-mock
+	mkdir -p $(MANOUT)
+	gen=$$($(SWIFT) build --show-bin-path)/generate-manual; bin=$$($(BUILD_CMD) --show-bin-path); \
+	$$gen $$bin/recotap-keyd --section 8 --date $(MAN_DATE) -o $(MANOUT) && \
+	$$gen $$bin/recotap-keyctl --section 1 --date $(MAN_DATE) -o $(MANOUT)
+	for page in $(MANOUT)/recotap-keyd.8 $(MANOUT)/recotap-keyctl.1; do \
+	  sed -e '/^\.Nd /s/\."$$/"/' -e '/^[^. ]/s/\([a-z0-9)]\)\. \([A-Z(]\)/\1.\n\2/g' $$page | \
+	  awk '/^[. ]/ || length($$0) <= 80 { print; next } \
+	    { out = ""; n = split($$0, w, " "); \
+	      for (i = 1; i <= n; i++) { \
+	        if (out != "" && length(out) + 1 + length(w[i]) > 80) { print out; out = "" } \
+	        word = (out == "" && w[i] ~ /^[.'"'"']/) ? "\\&" w[i] : w[i]; \
+	        out = (out == "") ? word : out " " word } \
+	      print out }' > $$page.new && mv $$page.new $$page || exit 1; \
+	done
+	sed -i '/^\.Ar subcommand$$/d' $(MANOUT)/recotap-keyd.8
+
+install: deps man
+	for p in $(INSTALLED); do $(BUILD_CMD) --product $$p || exit 1; done
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
 	  $(DESTDIR)$(CATALOGDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(CONFDIR)
 	bin=$$($(BUILD_CMD) --show-bin-path); \
-	for p in recotap-keyd recotap-keyctl recotap-api-mock; do install -m 0755 $$bin/$$p $(DESTDIR)$(BINDIR)/$$p; done
+	for p in $(INSTALLED); do install -m 0755 $$bin/$$p $(DESTDIR)$(BINDIR)/$$p; done
 	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' systemd/recotap-keyd.service.in \
 	  > $(DESTDIR)$(UNITDIR)/recotap-keyd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/recotap-keyd.service
-	install -m 0644 systemd/recotap-keyd.socket $(DESTDIR)$(UNITDIR)/recotap-keyd.socket
+	sed -e 's|@DOCDIR@|$(DOCDIR)|g' systemd/recotap-keyd.socket.in > $(DESTDIR)$(UNITDIR)/recotap-keyd.socket
+	chmod 0644 $(DESTDIR)$(UNITDIR)/recotap-keyd.socket
 	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' 'systemd/recotap-keyd-restart@.service.in' \
 	  > '$(DESTDIR)$(UNITDIR)/recotap-keyd-restart@.service'
 	sed -e 's|@DOCDIR@|$(DOCDIR)|g' 'systemd/recotap-keyd-restart@.path' > '$(DESTDIR)$(UNITDIR)/recotap-keyd-restart@.path'
@@ -131,11 +168,14 @@ install: deps
 	install -m 0644 systemd/recotap-keyd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/recotap-keyd.conf
 	install -m 0644 systemd/recotap-keyd.catalog $(DESTDIR)$(CATALOGDIR)/recotap-keyd.catalog
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8
+	install -m 0644 $(MANOUT)/recotap-keyd.8 $(DESTDIR)$(MANDIR)/man8/recotap-keyd.8
+	install -m 0644 $(MANOUT)/recotap-keyctl.1 $(DESTDIR)$(MANDIR)/man1/recotap-keyctl.1
 	install -d $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
 	bin=$$($(BUILD_CMD) --show-bin-path); \
 	$$bin/recotap-keyd --config-manual > $(DESTDIR)$(MANDIR)/man5/recotap-keyd.yaml.5 && \
 	for p in recotap-keyd recotap-keyctl; do \
-	  $$bin/$$p --generate-completion-script bash > $(DESTDIR)$(BASHCOMPDIR)/$$p && \
+	  $$bin/$$p --generate-completion-script bash | sed '1{/^#!/d}' > $(DESTDIR)$(BASHCOMPDIR)/$$p && \
 	  $$bin/$$p --generate-completion-script zsh > $(DESTDIR)$(ZSHCOMPDIR)/_$$p && \
 	  $$bin/$$p --generate-completion-script fish > $(DESTDIR)$(FISHCOMPDIR)/$$p.fish || exit 1; \
 	done; \
@@ -149,6 +189,25 @@ install: deps
 	  journalctl --update-catalog; \
 	  if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
 	fi
+
+# The package: dpkg-buildpackage writes next to the checkout, so its files are moved into
+# dist/. lintian fails the target on any error (README lists the warnings it leaves).
+DEB_VERSION = $(shell dpkg-parsechangelog -S Version 2>/dev/null)
+DEB_ARCH    = $(shell dpkg --print-architecture)
+deb: DEB_PACKAGES += debhelper dpkg-dev lintian
+deb: deps
+	dpkg-buildpackage -b -uc -us
+	mkdir -p dist
+	for f in recotap-keyd_$(DEB_VERSION)_$(DEB_ARCH).deb recotap-keyd-dbgsym_$(DEB_VERSION)_$(DEB_ARCH).deb \
+	  recotap-keyd_$(DEB_VERSION)_$(DEB_ARCH).buildinfo recotap-keyd_$(DEB_VERSION)_$(DEB_ARCH).changes; do \
+	  if [ -e ../$$f ]; then mv ../$$f dist/; fi; \
+	done
+	lintian --fail-on error --info dist/recotap-keyd_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+deb-test: deb
+	$(RELEASE_BUILD) --product recotap-api-mock
+	Tests/system/run-package-test dist/recotap-keyd_$(DEB_VERSION)_$(DEB_ARCH).deb \
+	  $$($(RELEASE_BUILD) --show-bin-path)/recotap-api-mock
 
 clean:
 	rm -rf .build .build-fuzz .fuzz .keyd

@@ -40,6 +40,9 @@ let package = Package(
         // The git revision (README "Install"): a C function, so a new revision recompiles
         // one C file and relinks, nothing else.
         .target(name: "CBuildInfo", path: "Sources/CBuildInfo"),
+        // The address of Swift concurrency's global enqueue hook, which a static runtime
+        // does not export (Sources/recotap-keyd/ConcurrencyOnEventLoops.swift).
+        .target(name: "CConcurrencyHook", path: "Sources/CConcurrencyHook"),
         .target(
             name: "RecotapKeyd",
             dependencies: [
@@ -75,6 +78,7 @@ let package = Package(
             name: "recotap-keyd",
             dependencies: [
                 "RecotapKeyd",
+                "CConcurrencyHook",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -14,9 +14,9 @@ struct VerifyCredential: AsyncParsableCommand {
         commandName: "verify-credential",
         abstract: "Fail unless $CREDENTIALS_DIRECTORY/NAME holds a key recotap-keyd does not know to be invalid.",
         discussion: """
-            For ExecStartPre= in a unit with LoadCredential=NAME:/run/recotap-keyd/credential.sock. Exit 0 \\
-            when the credential holds a key (asking recotap-keyd's /v1/status, when the socket can be reached, \\
-            whether that key is the active one and not invalid); 3 when the credential is missing or empty; 4 \\
+            For ExecStartPre= in a unit with LoadCredential=NAME:/run/recotap-keyd/credential.sock. Exit 0 \
+            when the credential holds a key (asking recotap-keyd's /v1/status, when the socket can be reached, \
+            whether that key is the active one and not invalid); 3 when the credential is missing or empty; 4 \
             when it holds the active key and recotap-keyd knows it to be invalid. Never prints the key.
             """)
     @OptionGroup var options: ClientOptions
@@ -75,11 +75,11 @@ struct RestartConsumer: AsyncParsableCommand {
         commandName: "restart-consumer",
         abstract: "Restart a unit for a newly activated valid key (run by recotap-keyd-restart@UNIT.service).",
         discussion: """
-            Reads the generation file; if the key it names is valid and UNIT was not restarted for that version \\
-            yet, waits a random delay between --delay-min and --delay-max (so a fleet does not restart every \\
-            consumer at once), reads the file again (a burst of rotations ends in one restart, into the newest \\
-            key), and runs systemctl --mode UNIT, then reads the file once more in case a rotation landed \\
-            meanwhile. An invalidation or an unverified key restarts nothing. The version restarted for is kept \\
+            Reads the generation file; if the key it names is valid and UNIT was not restarted for that version \
+            yet, waits a random delay between --delay-min and --delay-max (so a fleet does not restart every \
+            consumer at once), reads the file again (a burst of rotations ends in one restart, into the newest \
+            key), and runs systemctl --mode UNIT, then reads the file once more in case a rotation landed \
+            meanwhile. An invalidation or an unverified key restarts nothing. The version restarted for is kept \
             in --state-directory; the outcome goes to the journal as CONSUMER_RESTARTED.
             """)
     @Argument(help: "The unit to restart, e.g. billing.service.") var unit: String

@@ -13,11 +13,11 @@ struct Exec: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a command with the key (environment or file) and restart or signal it at each rotation.",
         discussion: """
-            Starts CMD with the key in the environment variable --env (default RECOTAP_API_KEY) or in the file \\
-            --file (mode 0600, rewritten atomically at each rotation), then follows the key with long polls. \\
-            At each new version: --on-rotate restart (the default) stops CMD with SIGTERM and starts it again \\
-            with the new key; --on-rotate HUP (or another signal name, with --file) rewrites the file and sends \\
-            the signal. An invalidation changes nothing (no restart into a dead key). SIGTERM, SIGINT and SIGHUP \\
+            Starts CMD with the key in the environment variable --env (default RECOTAP_API_KEY) or in the file \
+            --file (mode 0600, rewritten atomically at each rotation), then follows the key with long polls. \
+            At each new version: --on-rotate restart (the default) stops CMD with SIGTERM and starts it again \
+            with the new key; --on-rotate HUP (or another signal name, with --file) rewrites the file and sends \
+            the signal. An invalidation changes nothing (no restart into a dead key). SIGTERM, SIGINT and SIGHUP \
             are passed to CMD; the exit status is CMD's (128+N when a signal N ended it). The key is never printed.
             """)
     @OptionGroup var options: ClientOptions

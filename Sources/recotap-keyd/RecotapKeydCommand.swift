@@ -15,7 +15,7 @@ import Synchronization
 @main
 enum RecotapKeydMain {
     static func main() {
-        let onEventLoops = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        let onEventLoops = ConcurrencyOnEventLoops.install()
         RecotapKeydCommand.concurrencyOnEventLoops.withLock { $0 = onEventLoops }
         Task {
             await RecotapKeydCommand.main()

@@ -31,6 +31,16 @@ struct InstallTests {
         #expect(KeydVersion.revision == "unknown" || KeydVersion.revision.range(of: "^[0-9a-f]{7,40}(-dirty)?$|^v?[0-9]", options: .regularExpression) != nil)
     }
 
+    @Test("the Debian package's version (debian/changelog) is the binaries' version, and its control file builds the package make deb names")
+    func debianVersion() throws {
+        let changelog = try String(contentsOfFile: repositoryRoot + "/debian/changelog", encoding: .utf8)
+        let first = try #require(changelog.split(separator: "\n").first)
+        #expect(first.hasPrefix("recotap-keyd (\(KeydVersion.current)) "), "\(first)")
+        let control = try String(contentsOfFile: repositoryRoot + "/debian/control", encoding: .utf8)
+        #expect(control.contains("\nPackage: recotap-keyd\n"))
+        #expect(control.contains("debhelper-compat (= 13)"))
+    }
+
     @Test("recotap-keyd.yaml(5) names every key with its default, environment variable and flag, and mandoc -T lint finds nothing")
     func manual() async throws {
         let result = try await runCommand([productsDirectory + "/recotap-keyd", "--config-manual"])
