@@ -27,7 +27,7 @@ package final class ServingFixture: Sendable {
         let directory = self.directory
         context = blocking { () -> ServingContext in
             do {
-                let store = try KeyStore(path: directory + "/keyd.sqlite3")
+                let store = try KeyStore(path: directory + "/state/keyd.sqlite3")
                 if try await store.activeKey() == nil {
                     _ = try await store.addAndActivate(ServingFixture.key, source: "fuzz", state: .valid, at: Date())
                 }
