@@ -100,6 +100,39 @@ struct StoreTests {
         #expect(fileMode(own) == 0o700)
     }
 
+    @Test("a database file, or a file under one of the store's names in a loose directory, that belongs to another user is refused", .enabled(if: canDropToNobody))
+    func foreignFilesRefused() async throws {
+        let dir = try TemporaryDirectory()
+        // The database file: another user's, even at 0600.
+        let state = dir.file("state")
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        chmod(state, 0o700)
+        #expect(FileManager.default.createFile(atPath: state + "/keyd.sqlite3", contents: nil))
+        chmod(state + "/keyd.sqlite3", 0o600)
+        chown(state + "/keyd.sqlite3", 65534, 65534)
+        do throws(StoreError) {
+            _ = try KeyStore(path: state + "/keyd.sqlite3")
+            Issue.record("another user's database file must be refused")
+        } catch {
+            #expect(error.code == .unsafeLocation)
+            #expect(error.description.contains("owned by uid 65534"))
+        }
+        // A WAL planted by another user in a loose directory: not the store's own.
+        let loose = dir.file("loose")
+        try FileManager.default.createDirectory(atPath: loose, withIntermediateDirectories: true)
+        chmod(loose, 0o755)
+        #expect(FileManager.default.createFile(atPath: loose + "/keyd.sqlite3-wal", contents: nil))
+        chown(loose + "/keyd.sqlite3-wal", 65534, 65534)
+        do throws(StoreError) {
+            _ = try KeyStore(path: loose + "/keyd.sqlite3")
+            Issue.record("a planted WAL must be refused")
+        } catch {
+            #expect(error.code == .unsafeLocation)
+            #expect(error.description.contains("keyd.sqlite3-wal"))
+        }
+        #expect(fileMode(loose) == 0o755)
+    }
+
     @Test("the directory may be a symlink; the database file may not")
     func symlinks() async throws {
         let dir = try TemporaryDirectory()

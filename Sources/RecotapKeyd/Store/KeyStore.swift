@@ -130,8 +130,20 @@ public actor KeyStore {
             // 0755): tighten it if it is ours and holds nothing but the store, refuse
             // otherwise. A directory shared with others (/run, /tmp, a home) is never
             // made 0700 under them: as root, that would lock every other user out.
+            // The store's own names count only as regular files of the daemon's user:
+            // one planted by another user under such a name is someone else's file.
             let own = Set(["", "-wal", "-shm", "-journal"].map { (path as NSString).lastPathComponent + $0 })
-            let others = ((try? fm.contentsOfDirectory(atPath: directory)) ?? []).filter { !own.contains($0) }.sorted()
+            let entries: [String]
+            do {
+                entries = try fm.contentsOfDirectory(atPath: directory)
+            } catch {
+                throw StoreError(.unsafeLocation, path: path, message: "directory \(directory) is accessible to other users and cannot be listed: \(error.localizedDescription)")
+            }
+            let others = entries.filter { name in
+                var entry = stat()
+                return !own.contains(name) || lstat(directory + "/" + name, &entry) != 0
+                    || entry.st_mode & S_IFMT != S_IFREG || entry.st_uid != geteuid()
+            }.sorted()
             if !others.isEmpty {
                 let named = others.prefix(3).joined(separator: ", ") + (others.count > 3 ? ", …" : "")
                 throw StoreError(
@@ -150,8 +162,13 @@ public actor KeyStore {
             guard info.st_mode & S_IFMT == S_IFREG else {
                 throw StoreError(.unsafeLocation, path: path, message: "exists and is not a regular file")
             }
+            // Another user's database, whatever its mode, could hold keys they chose
+            // or be read through a descriptor they kept.
+            guard info.st_uid == geteuid() else {
+                throw StoreError(.unsafeLocation, path: path, message: "is owned by uid \(info.st_uid), not the daemon's user (uid \(geteuid())); the store must be the daemon's own file")
+            }
             if info.st_mode & 0o077 != 0 {
-                guard info.st_uid == geteuid(), chmod(path, 0o600) == 0 else {
+                guard chmod(path, 0o600) == 0 else {
                     throw StoreError(.unsafeLocation, path: path, message: "is readable by other users and cannot be made 0600; make it 0600 and owned by the daemon's user")
                 }
             }
