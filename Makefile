@@ -15,7 +15,7 @@
 #   make install [DESTDIR=…] [PREFIX=/usr/local] [BUILD=release|debug] [INSTALL_MOCK=yes|no]
 #               install the binaries (and the API mock, unless INSTALL_MOCK=no), systemd
 #               units, sysusers.d, tmpfiles.d, the journal catalog, the Prometheus alert
-#               rules (share/doc/recotap-keyd/prometheus), recotap-keyd(8),
+#               rules (share/recotap-keyd/prometheus), recotap-keyd(8),
 #               recotap-keyctl(1), recotap-keyd.yaml(5) written from the key table,
 #               bash/zsh/fish completions and /etc/recotap-keyd/keyd.yaml (never overwritten)
 #   make deb    build the Debian package (debian/, dpkg-buildpackage) into dist/ and run
@@ -28,7 +28,7 @@
 # there: as root it installs what is missing; otherwise it says what to install.
 
 SWIFT       ?= swift
-DEB_PACKAGES = libsystemd-dev libsqlite3-dev pkg-config
+DEB_PACKAGES = libsystemd-dev libsqlite3-dev zlib1g-dev pkg-config
 DEV_CONFIG   = config/keyd.dev.yaml
 
 PREFIX      ?= /usr/local
@@ -41,6 +41,8 @@ SYSUSERSDIR  = $(LIBDIR)/sysusers.d
 TMPFILESDIR  = $(LIBDIR)/tmpfiles.d
 CATALOGDIR   = $(LIBDIR)/systemd/catalog
 DOCDIR       = $(PREFIX)/share/doc/recotap-keyd
+# Prometheus reads the rules from here: not under doc/, which hosts may leave out.
+RULESDIR     = $(PREFIX)/share/recotap-keyd/prometheus
 MANDIR       = $(PREFIX)/share/man
 BASHCOMPDIR  = $(PREFIX)/share/bash-completion/completions
 # zsh reads vendor-completions under /usr (a package), site-functions elsewhere.
@@ -53,11 +55,14 @@ CONFDIR      = /etc/recotap-keyd
 # Swift toolchain is installed (README "Install from the Debian package"). The daemon
 # finds the runtime's global-executor hook through the linker, not dlsym, which a static
 # runtime defeats (Sources/recotap-keyd/ConcurrencyOnEventLoops.swift).
-RELEASE_BUILD = $(SWIFT) build -c release --static-swift-stdlib
+# -z now: the whole GOT read-only after start (full RELRO, lintian's hardening-no-bindnow).
+RELEASE_BUILD = $(SWIFT) build -c release --static-swift-stdlib -Xlinker -z -Xlinker now
 BUILD_CMD    = $(if $(filter release,$(BUILD)),$(RELEASE_BUILD),$(SWIFT) build -c $(BUILD))
 
 INSTALL_MOCK ?= yes
-INSTALLED    = recotap-keyd recotap-keyctl $(if $(filter yes,$(INSTALL_MOCK)),recotap-api-mock)
+# recotap-keyctl is installed as a symlink to recotap-keyd, which runs recotap-keyctl when
+# called by that name: one binary, one copy of the Swift runtime (82 MB stripped).
+INSTALLED    = recotap-keyd $(if $(filter yes,$(INSTALL_MOCK)),recotap-api-mock)
 
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
@@ -155,6 +160,7 @@ install: deps man
 	  $(DESTDIR)$(CATALOGDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(CONFDIR)
 	bin=$$($(BUILD_CMD) --show-bin-path); \
 	for p in $(INSTALLED); do install -m 0755 $$bin/$$p $(DESTDIR)$(BINDIR)/$$p; done
+	ln -sfn recotap-keyd $(DESTDIR)$(BINDIR)/recotap-keyctl
 	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' systemd/recotap-keyd.service.in \
 	  > $(DESTDIR)$(UNITDIR)/recotap-keyd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/recotap-keyd.service
@@ -181,9 +187,9 @@ install: deps man
 	done; \
 	chmod 0644 $(DESTDIR)$(MANDIR)/man5/recotap-keyd.yaml.5 $(DESTDIR)$(BASHCOMPDIR)/recotap-keyd* \
 	  $(DESTDIR)$(ZSHCOMPDIR)/_recotap-keyd* $(DESTDIR)$(FISHCOMPDIR)/recotap-keyd*
-	install -d $(DESTDIR)$(DOCDIR)/prometheus
+	install -d $(DESTDIR)$(RULESDIR)
 	install -m 0644 contrib/prometheus/recotap-keyd.rules.yml contrib/prometheus/recotap-keyd.rules.test.yml \
-	  $(DESTDIR)$(DOCDIR)/prometheus/
+	  $(DESTDIR)$(RULESDIR)/
 	test -e $(DESTDIR)$(CONFDIR)/keyd.yaml || install -m 0644 config/keyd.yaml $(DESTDIR)$(CONFDIR)/keyd.yaml
 	if [ -z "$(DESTDIR)" ]; then \
 	  journalctl --update-catalog; \

@@ -78,6 +78,7 @@ let package = Package(
             name: "recotap-keyd",
             dependencies: [
                 "RecotapKeyd",
+                "RecotapKeyctl",
                 "CConcurrencyHook",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -86,12 +87,19 @@ let package = Package(
         ),
         .executableTarget(
             name: "recotap-keyctl",
+            dependencies: ["RecotapKeyctl"]
+        ),
+        // recotap-keyctl's commands: its own executable runs them, and so does
+        // recotap-keyd when called as recotap-keyctl (the installed symlink).
+        .target(
+            name: "RecotapKeyctl",
             dependencies: [
                 "RecotapKeyd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(

@@ -17,6 +17,9 @@ enum ConcurrencyOnEventLoops {
 
     /// Whether the hook now points at the event loops (false if something else had set it).
     static func install() -> Bool {
+        // Only for the runtimes whose hook type is known (SwiftNIO has the same bound);
+        // a newer one keeps libdispatch rather than risk a mismatched call.
+        #if compiler(<6.6)
         let slot = recotap_concurrency_enqueue_global_hook()
         guard slot.pointee == nil else { return false }
         return withUnsafeTemporaryAllocation(of: EnqueueGlobalHook.self, capacity: 1) { hook in
@@ -29,5 +32,8 @@ enum ConcurrencyOnEventLoops {
             }
             return true
         }
+        #else
+        return false
+        #endif
     }
 }

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import RecotapKeyd
+import RecotapKeyctl
 import Synchronization
 
 /// The entry point: before any task exists, Swift concurrency's tasks are put on
@@ -15,6 +16,16 @@ import Synchronization
 @main
 enum RecotapKeydMain {
     static func main() {
+        // Installed, recotap-keyctl is a symlink to this binary (README "Install from
+        // the Debian package"): called by that name, it is recotap-keyctl, and Swift
+        // concurrency stays where recotap-keyctl's own executable has it.
+        if let name = CommandLine.arguments.first, (name as NSString).lastPathComponent == "recotap-keyctl" {
+            Task {
+                await KeyctlCommand.main()
+                exit(0)
+            }
+            dispatchMain()
+        }
         let onEventLoops = ConcurrencyOnEventLoops.install()
         RecotapKeydCommand.concurrencyOnEventLoops.withLock { $0 = onEventLoops }
         Task {

@@ -31,6 +31,26 @@ struct InstallTests {
         #expect(KeydVersion.revision == "unknown" || KeydVersion.revision.range(of: "^[0-9a-f]{7,40}(-dirty)?$|^v?[0-9]", options: .regularExpression) != nil)
     }
 
+    @Test("recotap-keyd called as recotap-keyctl (the installed symlink) is recotap-keyctl: its help, its version, its exit codes")
+    func multiCall() async throws {
+        let dir = try TemporaryDirectory()
+        let link = dir.file("recotap-keyctl")
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: productsDirectory + "/recotap-keyd")
+        let help = try await runCommand([link, "--help"])
+        #expect(help.status == 0)
+        #expect(help.output.contains("USAGE: recotap-keyctl <subcommand>"), "\(help.output.prefix(200))")
+        let version = try await runCommand([link, "--version"])
+        #expect(version.output.trimmingCharacters(in: .whitespacesAndNewlines) == KeydVersion.full)
+        // A subcommand runs, with recotap-keyctl's exit code for "not running".
+        let status = try await runCommand([link, "status", "--socket", dir.file("none.sock")])
+        #expect(status.status == 6, "\(status.stderr)")
+        #expect(status.stderr.contains("recotap-keyctl: recotap-keyd is not running"), "\(status.stderr)")
+        // By its own name, the daemon is still the daemon.
+        let daemon = try await runCommand([productsDirectory + "/recotap-keyd", "--help"])
+        #expect(daemon.output.contains("USAGE: recotap-keyd"))
+        #expect(!daemon.output.contains("<subcommand>"))
+    }
+
     @Test("the Debian package's version (debian/changelog) is the binaries' version, and its control file builds the package make deb names")
     func debianVersion() throws {
         let changelog = try String(contentsOfFile: repositoryRoot + "/debian/changelog", encoding: .utf8)

@@ -5,9 +5,13 @@ import RecotapKeyd
 import Glibc
 #endif
 
-@main
-struct KeyctlCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+/// recotap-keyctl: run by its own executable and, in the installed programs, by
+/// `recotap-keyd` when it is called as `recotap-keyctl` (a symlink: one binary, one copy
+/// of the Swift runtime, README "Install from the Debian package").
+public struct KeyctlCommand: AsyncParsableCommand {
+    public init() {}
+
+    public static let configuration = CommandConfiguration(
         commandName: "recotap-keyctl",
         abstract: "Talks to recotap-keyd: get the key, see its status, check it, rotate it.",
         discussion: """
