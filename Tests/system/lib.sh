@@ -65,6 +65,13 @@ t_installed_docs() {
   echo "$page" | grep -q -- "--check-config" || { echo "man 8 recotap-keyd:"; echo "$page" | head -5; return 1; }
   page=$(ns env MANWIDTH=100 man -P cat recotap-keyctl 2>&1)
   echo "$page" | grep -q "rotate" || { echo "man recotap-keyctl:"; echo "$page" | head -5; return 1; }
+  # Each installed page, as found by man (gzipped from the package), is lint-clean.
+  local name file lint
+  for name in "5 recotap-keyd.yaml" "8 recotap-keyd" "1 recotap-keyctl"; do
+    file=$(ns man -w $name) || { echo "man -w $name finds no page"; return 1; }
+    lint=$(ns mandoc -T lint "$file" 2>&1)
+    [ -z "$lint" ] || { echo "mandoc -T lint $file:"; echo "$lint"; return 1; }
+  done
   local spec; spec=$(ns bash -c '. /usr/share/bash-completion/bash_completion; _completion_loader recotap-keyctl; complete -p recotap-keyctl' 2>&1)
   echo "$spec" | grep -q "recotap-keyctl$" || { echo "bash-completion finds no completion: $spec"; return 1; }
   local words; words=$(ns bash -c '. /usr/share/bash-completion/bash_completion; _completion_loader recotap-keyctl
