@@ -5,6 +5,9 @@
 #               real systemd (Tests/system/run-system-tests; skipped, saying why, where
 #               they cannot run)
 #   make mock   run the bundled mock of the Recotap API on 127.0.0.1:8089
+#   make release    the release build (static Swift runtime) of every product
+#   make man    recotap-keyd(8) and recotap-keyctl(1) into .build/man (make install runs it)
+#   make clean  remove the build trees and the development state (.keyd/)
 #   make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="routes classifier"] [FUZZ_CONFIGURATION=release|debug]
 #               build the fuzz runner with libFuzzer and AddressSanitizer (in
 #               .build-fuzz/) and run each target for FUZZ_SECONDS (Fuzz/run-fuzzers)
@@ -24,7 +27,7 @@
 #               make deb, then install the package with apt under a real systemd with
 #               /opt/swift hidden, use it, and purge it (Tests/system/run-package-test)
 #
-# Every target first makes sure the Debian packages the build links against are
+# Every building target first makes sure the Debian packages the build links against are
 # there: as root it installs what is missing; otherwise it says what to install.
 
 SWIFT       ?= swift

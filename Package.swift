@@ -37,7 +37,7 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
-        // The git revision (README "Install"): a C function, so a new revision recompiles
+        // The git revision (README "Install from source"): a C function, so a new revision recompiles
         // one C file and relinks, nothing else.
         .target(name: "CBuildInfo", path: "Sources/CBuildInfo"),
         // The address of Swift concurrency's global enqueue hook, which a static runtime

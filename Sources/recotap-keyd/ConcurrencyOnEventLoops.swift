@@ -5,7 +5,8 @@ import NIOPosix
 /// Puts Swift concurrency's global executor on SwiftNIO's shared event loops, as
 /// `NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()`
 /// does, but finding the runtime's hook through the linker instead of `dlsym`: the
-/// release binaries link the Swift runtime statically (README "Install"), and a static
+/// release binaries link the Swift runtime statically (README "Install from the Debian
+/// package"), and a static
 /// runtime exports no symbol for `dlsym` to find. Without the hook, tasks run on
 /// libdispatch's worker pool, whose monitor wakes the idle daemon every second.
 ///
