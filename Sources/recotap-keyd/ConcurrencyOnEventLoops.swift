@@ -6,8 +6,7 @@ import NIOPosix
 /// `NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()`
 /// does, but finding the runtime's hook through the linker instead of `dlsym`: the
 /// release binaries link the Swift runtime statically (README "Install from the Debian
-/// package"), and a static
-/// runtime exports no symbol for `dlsym` to find. Without the hook, tasks run on
+/// package"), and a static runtime exports no symbol for `dlsym` to find. Without the hook, tasks run on
 /// libdispatch's worker pool, whose monitor wakes the idle daemon every second.
 ///
 /// The same trade as SwiftNIO's: the hook's type is the runtime's, not a public API.

@@ -118,8 +118,11 @@ struct RecotapKeydCommand: AsyncParsableCommand {
             throw error is APIClientSetupError || error is SpoolSetupError || error is ServingSetupError
                 ? ExitCode(78) : ExitCode.failure
         }
-        if !Self.concurrencyOnEventLoops.withLock({ $0 }) {
-            logger.debug("Swift concurrency stays on libdispatch (the runtime's global-executor hook was not found or was taken)")
+        // This runs as a task: with the hook in place, on one of SwiftNIO's loops.
+        if Self.concurrencyOnEventLoops.withLock({ $0 }), MultiThreadedEventLoopGroup.currentEventLoop != nil {
+            logger.debug("Swift concurrency runs on SwiftNIO's event loops")
+        } else {
+            logger.debug("Swift concurrency stays on libdispatch (the runtime's global-executor hook was not found, was taken, or is not called)")
         }
         try await daemon.run()
     }

@@ -51,6 +51,23 @@ struct InstallTests {
         #expect(!daemon.output.contains("<subcommand>"))
     }
 
+    @Test("the daemon's tasks run on SwiftNIO's event loops (the runtime's hook found and called), as its debug log says")
+    func concurrencyOnEventLoops() async throws {
+        let dir = try TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir.file("spool"), withIntermediateDirectories: true)
+        try "log:\n  level: info\n".write(toFile: dir.file("keyd.yaml"), atomically: true, encoding: .utf8)
+        let result = try await runCommand([
+            "/usr/bin/timeout", "3", productsDirectory + "/recotap-keyd", "--config", dir.file("keyd.yaml"),
+            "--log-level", "debug", "--log-target", "console", "--api-base-url", "http://127.0.0.1:9/api/v1",
+            "--spool-directory", dir.file("spool"), "--store-path", dir.file("state/keyd.sqlite3"),
+            "--sockets-api", dir.file("api.sock"), "--sockets-credential", dir.file("credential.sock"),
+            "--sockets-generation-file", "",
+        ])
+        let log = result.output + result.stderr
+        #expect(log.contains("started"), "\(log.suffix(400))")
+        #expect(log.contains("Swift concurrency runs on SwiftNIO's event loops"), "\(log.suffix(400))")
+    }
+
     @Test("the Debian package's version (debian/changelog) is the binaries' version, and its control file builds the package make deb names")
     func debianVersion() throws {
         let changelog = try String(contentsOfFile: repositoryRoot + "/debian/changelog", encoding: .utf8)
