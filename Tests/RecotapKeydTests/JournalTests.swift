@@ -78,8 +78,8 @@ struct JournalTests {
             "DAEMON_LIFECYCLE": ("0d21e88f13f24d42b240b8f47bf2c4c8", 6),
             "CONSUMER_REPORTED_401": ("d14aa51bbef64129938a45c06c60d886", 4),
             "ACCESS_DENIED_SUPPRESSED": ("3cbe7adacfb441af8e7929c3648973e2", 4),
-            "KEY_ROLLED_BACK": ("dec37dbd8961488cb48655b078cdad5b", 4),
-            "CONSUMER_RESTARTED": ("9465054579cd46beb330eb646d3f257c", 5),
+            "KEY_ROLLED_BACK": ("ec911056bbd6459c99072eff9a5390db", 4),
+            "CONSUMER_RESTARTED": ("f8d8bd9203914d2db8ea76a3b9ca2507", 5),
         ]
         #expect(KeydEvent.allCases.count == design.count)
         for event in KeydEvent.allCases {

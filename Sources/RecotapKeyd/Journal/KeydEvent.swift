@@ -32,8 +32,8 @@ public enum KeydEvent: String, Sendable, CaseIterable {
         case .daemonLifecycle: "0d21e88f13f24d42b240b8f47bf2c4c8"
         case .consumerReported401: "d14aa51bbef64129938a45c06c60d886"
         case .accessDeniedSuppressed: "3cbe7adacfb441af8e7929c3648973e2"
-        case .keyRolledBack: "dec37dbd8961488cb48655b078cdad5b"
-        case .consumerRestarted: "9465054579cd46beb330eb646d3f257c"
+        case .keyRolledBack: "ec911056bbd6459c99072eff9a5390db"
+        case .consumerRestarted: "f8d8bd9203914d2db8ea76a3b9ca2507"
         }
     }
 
