@@ -22,7 +22,7 @@ public struct KeyctlCommand: AsyncParsableCommand {
         version: KeydVersion.full,
         subcommands: [
             Get.self, Status.self, Check.self, History.self, Rotate.self, Wait.self, Reverify.self, Rollback.self,
-            VerifyCredential.self, RestartConsumer.self, Exec.self,
+            Fetch.self, VerifyCredential.self, RestartConsumer.self, Exec.self,
         ]
     )
 }
@@ -195,6 +195,33 @@ struct Rollback: AsyncParsableCommand {
     func run() async throws {
         try await runReportingErrors { () throws(KeyctlError) in
             try await Reinstating(path: "/v1/rollback").run(options, json: json)
+        }
+    }
+}
+
+struct Fetch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the key source command now and take the key it returns (after verifying it).",
+        discussion: """
+            For a key just stored in the secrets manager (source.command in the configuration). The daemon \
+            runs the command at once, whatever its backoff. Exit 0 when the source's key is active (new, or \
+            already), 1 when it brought no new key or failed (the message says why; the journal has the \
+            command's summarised standard error).
+            """)
+    @OptionGroup var options: ClientOptions
+    @Flag(name: .long, help: "The daemon's JSON instead.") var json = false
+
+    func run() async throws {
+        try await runReportingErrors { () throws(KeyctlError) in
+            let response = try await options.client().request(.POST, "/v1/fetch", timeout: .seconds(900))
+            guard let fetched = response.decoded(Wire.Fetch.self) else {
+                throw KeyctlError(exit: .failure, message: response.message)
+            }
+            let text = json ? response.body.trimmingCharacters(in: .whitespacesAndNewlines) : fetched.message
+            switch fetched.result {
+            case "activated", "unchanged": print(text)
+            default: throw KeyctlError(exit: .failure, message: text)
+            }
         }
     }
 }

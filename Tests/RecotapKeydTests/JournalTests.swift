@@ -80,6 +80,8 @@ struct JournalTests {
             "ACCESS_DENIED_SUPPRESSED": ("3cbe7adacfb441af8e7929c3648973e2", 4),
             "KEY_ROLLED_BACK": ("ec911056bbd6459c99072eff9a5390db", 4),
             "CONSUMER_RESTARTED": ("f8d8bd9203914d2db8ea76a3b9ca2507", 5),
+            "SOURCE_FETCH_FAILED": ("f907bc8654664211b2eb7a11a4b623c5", 3),
+            "SOURCE_NO_NEW_KEY": ("17ab729e7e824708b9ab51e1023defa4", 4),
         ]
         #expect(KeydEvent.allCases.count == design.count)
         for event in KeydEvent.allCases {

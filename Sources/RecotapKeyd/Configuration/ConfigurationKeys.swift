@@ -94,6 +94,21 @@ public struct ConfigurationKey: Sendable {
             }
             config.metrics.textfile = path
         },
+        .init("source.command", .stringArray, range: "the program (an absolute path, or a name looked up in the command's PATH) and its arguments, run without a shell; [] for none", show: { list($0.source.command) }) {
+            value, config throws(ConfigurationError) in
+            config.source.command = try value.command()
+        },
+        .init("source.interval", .duration, range: "0 (off) or 1m to 7d", show: { $0.source.interval.map(DurationParsing.format) ?? "0" }) {
+            value, config throws(ConfigurationError) in
+            if value.string == "0" { config.source.interval = nil; return }
+            let interval = try value.duration(in: .seconds(60) ... .seconds(7 * 86_400), allowed: "0 (off) or 1m to 7d")
+            config.source.interval = interval
+        },
+        .duration("source.timeout", \.source.timeout, in: .seconds(1) ... .seconds(600)),
+        .init("source.environment", .stringArray, range: "NAME=VALUE entries added to the command's environment", show: { list($0.source.environment) }) {
+            value, config throws(ConfigurationError) in
+            config.source.environment = try value.environmentEntries()
+        },
         .init("log.target", .string, range: "journal, console or auto", show: { $0.log.target.rawValue }) { value, config throws(ConfigurationError) in
             guard let target = KeydConfiguration.LogTarget(rawValue: value.string) else {
                 throw value.refused("\"\(value.string)\" is not one of journal, console, auto")

@@ -161,4 +161,36 @@ extension ConfigurationSetting {
         }
         return list
     }
+
+    /// `source.command`: an argv list, run without a shell.
+    func command() throws(ConfigurationError) -> [String] {
+        let argv = list
+        guard let program = argv.first else { return [] }
+        if let bad = argv.firstIndex(where: { $0.utf8.contains(0) }) {
+            throw refused("argument \(bad + 1) contains a NUL byte")
+        }
+        guard !program.isEmpty else { throw refused("the program (the first entry) is empty") }
+        if program.contains("/") && !program.hasPrefix("/") {
+            throw refused("\"\(TerminalSafe.escape(program))\" is a relative path; give an absolute path or a bare name looked up in PATH")
+        }
+        if program.contains(" ") && argv.count == 1 {
+            throw refused("\"\(TerminalSafe.escape(program))\" holds spaces: the command is an argv list run without a shell, so write [program, argument, …]")
+        }
+        return argv
+    }
+
+    /// `source.environment`: `NAME=VALUE`, with a name a shell would accept.
+    func environmentEntries() throws(ConfigurationError) -> [String] {
+        for entry in list {
+            guard let equals = entry.firstIndex(of: "=") else {
+                throw refused("\"\(TerminalSafe.escape(entry))\" is not NAME=VALUE")
+            }
+            let name = entry[..<equals]
+            let valid = !name.isEmpty && !name.first!.isNumber
+                && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }
+            guard valid else { throw refused("\"\(TerminalSafe.escape(String(name)))\" is not an environment variable name") }
+            guard !entry.utf8.contains(0) else { throw refused("the value of \(name) contains a NUL byte") }
+        }
+        return list
+    }
 }

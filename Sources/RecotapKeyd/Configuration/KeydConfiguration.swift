@@ -66,6 +66,17 @@ public struct KeydConfiguration: Sendable, Equatable {
         public var textfile: String?
     }
 
+    /// The key source (README "Fleets").
+    public struct Source: Sendable, Equatable {
+        /// The argv of the command whose standard output is the key; empty: no source.
+        public var command: [String]
+        /// How often the command also runs while the key works; `nil`: never.
+        public var interval: Duration?
+        public var timeout: Duration
+        /// `NAME=VALUE` entries added to the command's minimal environment.
+        public var environment: [String]
+    }
+
     public enum LogTarget: String, Sendable, Equatable, CaseIterable {
         case journal, console, auto
     }
@@ -82,6 +93,7 @@ public struct KeydConfiguration: Sendable, Equatable {
     public var sockets: Sockets
     public var access: Access
     public var metrics: Metrics
+    public var source: Source
     public var log: Log
 
     /// The production defaults of README "Configuration".
@@ -116,6 +128,7 @@ public struct KeydConfiguration: Sendable, Equatable {
             units: []
         ),
         metrics: Metrics(readers: Principals(users: [], groups: []), listen: nil, allowRemote: false, textfile: nil),
+        source: Source(command: [], interval: nil, timeout: .seconds(30), environment: []),
         log: Log(target: .auto, level: .info)
     )
 

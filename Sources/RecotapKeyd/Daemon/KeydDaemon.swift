@@ -116,9 +116,16 @@ public struct KeydDaemon: Sendable {
             verifyBeforeActivate: configuration.spool.verifyBeforeActivate, clock: clock, logger: logger,
             recovery: recovery, metrics: metrics)
 
+        let source = configuration.source.command.isEmpty ? nil : KeySource(
+            command: KeySourceCommand(
+                arguments: configuration.source.command,
+                environment: KeySourceCommand.environment(additions: configuration.source.environment, inherited: environment),
+                timeout: configuration.source.timeout),
+            store: store, intake: intake, clock: clock, logger: logger, metrics: metrics)
+
         let serving = ServingContext(
             store: store, checker: checker, intake: intake, policy: policy, limits: limits, logger: logger,
-            clock: clock, recovery: recovery, metrics: metrics)
+            clock: clock, recovery: recovery, metrics: metrics, source: source)
         owned.release(socketsHandle)  // the server owns the sockets from its start on, failed or not
         let server = try await owned.step {
             do {
@@ -153,6 +160,12 @@ public struct KeydDaemon: Sendable {
             .init(service: SpoolService(
                 intake: intake, inotify: inotify, watchingSince: watchingSince, readiness: readiness, logger: logger)),
         ]
+        if let source {
+            services.append(.init(service: KeySourceService(
+                source: source, published: store.current.changes(), interval: configuration.source.interval,
+                backoffMin: configuration.check.backoffMin, backoffMax: configuration.check.backoffMax,
+                jitter: configuration.check.jitter, random: random, clock: clock, readiness: readiness)))
+        }
         if let path = configuration.sockets.generationFile {
             services.append(.init(service: GenerationService(
                 file: GenerationFile(path: path), published: store.current.changes(), clock: clock, logger: logger)))

@@ -17,6 +17,8 @@ public enum KeydEvent: String, Sendable, CaseIterable {
     case accessDeniedSuppressed = "ACCESS_DENIED_SUPPRESSED"
     case keyRolledBack = "KEY_ROLLED_BACK"
     case consumerRestarted = "CONSUMER_RESTARTED"
+    case sourceFetchFailed = "SOURCE_FETCH_FAILED"
+    case sourceNoNewKey = "SOURCE_NO_NEW_KEY"
 
     /// 128-bit id, 32 lowercase hex digits, as `journalctl MESSAGE_ID=` expects.
     public var messageID: String {
@@ -34,6 +36,8 @@ public enum KeydEvent: String, Sendable, CaseIterable {
         case .accessDeniedSuppressed: "3cbe7adacfb441af8e7929c3648973e2"
         case .keyRolledBack: "ec911056bbd6459c99072eff9a5390db"
         case .consumerRestarted: "f8d8bd9203914d2db8ea76a3b9ca2507"
+        case .sourceFetchFailed: "f907bc8654664211b2eb7a11a4b623c5"
+        case .sourceNoNewKey: "17ab729e7e824708b9ab51e1023defa4"
         }
     }
 
@@ -41,8 +45,9 @@ public enum KeydEvent: String, Sendable, CaseIterable {
     public var level: Logger.Level {
         switch self {
         case .keyInvalidated: .critical  // 2
-        case .keyStillInvalid, .spoolRejected, .apiRequestError: .error  // 3
-        case .checkDegraded, .accessDenied, .consumerReported401, .accessDeniedSuppressed, .keyRolledBack: .warning  // 4
+        case .keyStillInvalid, .spoolRejected, .apiRequestError, .sourceFetchFailed: .error  // 3
+        case .checkDegraded, .accessDenied, .consumerReported401, .accessDeniedSuppressed, .keyRolledBack, .sourceNoNewKey:
+            .warning  // 4
         case .keyActivated, .checkRecovered, .consumerRestarted: .notice  // 5
         case .daemonLifecycle: .info  // 6
         }
@@ -61,6 +66,16 @@ public enum LogKey {
     public static let reason = "reason"
     public static let latencyMilliseconds = "latency_ms"
     public static let spoolFile = "spool.file"
+    /// Where the key came from: `spool`, `command`, `reverify`, `rollback`.
+    public static let keySource = "key.source"
+    /// The key source command's program, what made it run, and how it ended.
+    public static let sourceCommand = "source.command"
+    public static let sourceTrigger = "source.trigger"
+    public static let exitStatus = "exit_status"
+    public static let signal = "signal"
+    public static let durationMilliseconds = "duration_ms"
+    /// The key source's standard error, summarised and redacted.
+    public static let stderr = "stderr"
     public static let peerUID = "peer.uid"
     public static let peerPID = "peer.pid"
     public static let peerUnit = "peer.unit"

@@ -38,6 +38,7 @@ public final class KeydMetrics: Sendable {
     private let invalidations: CoreMetrics.Counter
     private let apiRequests: [String: CoreMetrics.Counter]
     private let spoolVerdicts: [String: CoreMetrics.Counter]
+    private let sourceFetches: [String: CoreMetrics.Counter]
     /// By socket, in ``Socket``'s order: an array index on the serving path, no hashing.
     private let served: [CoreMetrics.Counter]
     private let denied: [CoreMetrics.Counter]
@@ -61,6 +62,7 @@ public final class KeydMetrics: Sendable {
 
     public static let statusClasses = ["2xx", "3xx", "4xx", "5xx", "error"]
     public static let spoolVerdictNames = ["activated", "already_active", "rejected", "left"]
+    public static let sourceResultNames = ["activated", "unchanged", "no_new_key", "failed"]
 
     public init(checkInterval interval: Duration = KeydConfiguration.defaults.check.interval) {
         let factory = KeydMetricsFactory(registry: registry)
@@ -78,6 +80,9 @@ public final class KeydMetrics: Sendable {
         })
         spoolVerdicts = Dictionary(uniqueKeysWithValues: Self.spoolVerdictNames.map {
             ($0, Counter(label: name("spool_verdicts_total"), dimensions: [("verdict", $0)], factory: factory))
+        })
+        sourceFetches = Dictionary(uniqueKeysWithValues: Self.sourceResultNames.map {
+            ($0, Counter(label: name("source_fetches_total"), dimensions: [("result", $0)], factory: factory))
         })
         served = Socket.allCases.map {
             Counter(label: name("key_served_total"), dimensions: [("socket", $0.rawValue)], factory: factory)
@@ -127,6 +132,11 @@ public final class KeydMetrics: Sendable {
 
     public func spoolVerdict(_ verdict: String) {
         spoolVerdicts[verdict]?.increment()
+        changed.ring()
+    }
+    /// One run of the key source command, by ``KeySource/Outcome/label``.
+    public func sourceFetch(_ result: String) {
+        sourceFetches[result]?.increment()
         changed.ring()
     }
     public func served(on socket: Socket) { served[socket.index].increment() }

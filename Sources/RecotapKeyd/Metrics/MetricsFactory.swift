@@ -35,6 +35,8 @@ public struct MetricDefinition: Sendable, Equatable {
               "Every request to the Recotap API (checks, confirmations, spool verifications, re-verifications), by the answer's status class (2xx to 5xx; error: no HTTP answer)."),
         .init("spool_verdicts_total", .counter, ["verdict"],
               "Spool files judged, by verdict (activated, already_active, rejected, left)."),
+        .init("source_fetches_total", .counter, ["result"],
+              "Runs of the key source command, by result (activated, unchanged, no_new_key, failed)."),
         .init("key_served_total", .counter, ["socket"],
               "Times the key was handed out, by socket (keyd: GET /v1/key with a key; credential: credential.sock)."),
         .init("access_denied_total", .counter, ["socket"],

@@ -90,7 +90,7 @@ package enum RouteResult: Sendable {
 /// methods it accepts and the least role that may use it. Routing switches over these
 /// exhaustively: a new resource cannot be served without a decision on who may use it.
 package enum Endpoint: CaseIterable, Sendable {
-    case key, report, status, check, history, spool, health, reverify, rollback, metrics
+    case key, report, status, check, history, spool, health, reverify, rollback, fetch, metrics
 
     package var path: String {
         switch self {
@@ -103,13 +103,14 @@ package enum Endpoint: CaseIterable, Sendable {
         case .health: "/healthz"
         case .reverify: "/v1/reverify"
         case .rollback: "/v1/rollback"
+        case .fetch: "/v1/fetch"
         case .metrics: "/metrics"
         }
     }
 
     package var methods: [HTTPMethod] {
         switch self {
-        case .report, .check, .reverify, .rollback: [.POST]
+        case .report, .check, .reverify, .rollback, .fetch: [.POST]
         case .key, .status, .history, .spool, .health, .metrics: [.GET]
         }
     }
@@ -120,7 +121,7 @@ package enum Endpoint: CaseIterable, Sendable {
         switch self {
         case .health, .status: .none
         case .key, .report, .metrics: .reader
-        case .check, .history, .spool, .reverify, .rollback: .admin
+        case .check, .history, .spool, .reverify, .rollback, .fetch: .admin
         }
     }
 
@@ -166,6 +167,7 @@ package struct APIRoutes: Sendable {
         case .spool: return .later { await spool() }
         case .reverify: return .later { await recover(.reverify, peer: peer) }
         case .rollback: return .later { await recover(.rollback, peer: peer) }
+        case .fetch: return .later { await fetch() }
         case .metrics: return .later { metrics() }
         }
     }
@@ -406,6 +408,36 @@ package struct APIRoutes: Sendable {
                 headers: ["Retry-After": String(seconds)])
         case .noCheckableKey:
             return .error(.notFound, "no_key", "no API key to check: drop one into \(context.intake.directoryPath)")
+        }
+    }
+
+    /// `POST /v1/fetch` (README "Fleets"): runs the key source now, whatever its
+    /// backoff, or waits for the run already going; 200 with what it brought, 502 when
+    /// it failed.
+    func fetch() async -> APIResponse {
+        guard let source = context.source else {
+            return .error(.conflict, "no_source", "no key source is configured (source.command)")
+        }
+        let outcome = await source.fetch(.admin)
+        let record = context.current.record
+        switch outcome {
+        case .activated(let fingerprint, let state):
+            return .json(.ok, Wire.Fetch(
+                result: outcome.label, fingerprint: fingerprint, version: record?.fingerprint == fingerprint ? record?.id : nil,
+                state: state.rawValue,
+                message: "key \(fingerprint) from the key source is now active (\(state == .valid ? "verified" : "not yet verified"))"))
+        case .unchanged(let fingerprint):
+            return .json(.ok, Wire.Fetch(
+                result: outcome.label, fingerprint: fingerprint, version: record?.id, state: record?.state.rawValue,
+                message: "the key source returns the active key, \(fingerprint)"))
+        case .noNewKey(let reason):
+            return .json(.ok, Wire.Fetch(
+                result: outcome.label, fingerprint: record?.fingerprint, version: record?.id, state: record?.state.rawValue,
+                message: reason))
+        case .failed(let reason):
+            return .json(.badGateway, Wire.Fetch(
+                result: outcome.label, fingerprint: record?.fingerprint, version: record?.id, state: record?.state.rawValue,
+                message: reason))
         }
     }
 

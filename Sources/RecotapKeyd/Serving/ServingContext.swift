@@ -13,6 +13,8 @@ public final class ServingContext: Sendable {
     public let intake: SpoolIntake
     /// Re-verification and rollback (`nil`: those endpoints answer 503).
     public let recovery: KeyRecovery?
+    /// The key source (`nil`: `source.command` is not set; `POST /v1/fetch` answers 409).
+    public let source: KeySource?
     public let counters: ServingCounters
     public let limits: ServingLimits
     public let peerLog: PeerLog
@@ -33,8 +35,9 @@ public final class ServingContext: Sendable {
         store: KeyStore, checker: KeyChecker, intake: SpoolIntake, policy: AccessPolicy, limits: ServingLimits,
         logger: Logger, clock: any SchedulerClock = SystemSchedulerClock(), startedAt: Date? = nil,
         peerLogLimits: PeerLog.Limits = PeerLog.Limits(), recovery: KeyRecovery? = nil,
-        metrics: KeydMetrics = KeydMetrics()
+        metrics: KeydMetrics = KeydMetrics(), source: KeySource? = nil
     ) {
+        self.source = source
         self.metrics = metrics
         self.recovery = recovery
         self.current = store.current

@@ -127,6 +127,16 @@ public enum Wire {
         public var note: String?
     }
 
+    /// `POST /v1/fetch`: what the key source's run brought.
+    public struct Fetch: Codable, Sendable, Equatable {
+        /// `activated`, `unchanged`, `no_new_key`, `failed`.
+        public var result: String
+        @Nullable public var fingerprint: String?
+        @Nullable public var version: Int64?
+        @Nullable public var state: String?
+        public var message: String
+    }
+
     /// `POST /v1/reverify` and `POST /v1/rollback` done: the key that is active again.
     public struct Reinstated: Codable, Sendable, Equatable {
         public var fingerprint: String

@@ -176,10 +176,54 @@ public actor SpoolIntake {
         case .key(let found):
             key = found
         }
+        switch await admit(key, source: name, from: name, metadata: [LogKey.spoolFile: .string(name)]) {
+        case .activated(let fingerprint, let state):
+            // The commit is durable (synchronous=FULL): only now may the file go.
+            if !directory.remove(name) {
+                logger.error(
+                    "key from \(name) is active but the file cannot be removed: \(String(cString: strerror(errno)))",
+                    metadata: [LogKey.spoolFile: .string(name)])
+                left[name] = entry
+            }
+            return .activated(fingerprint: fingerprint, state: state)
+        case .alreadyActive:
+            // Already in force — also what a file looks like when the daemon died
+            // between committing its key and removing it.
+            _ = directory.remove(name)
+            logger.info(
+                "\(name) holds the key already active; removed",
+                metadata: [LogKey.spoolFile: .string(name), LogKey.keyFingerprint: .string(key.fingerprint)])
+            return .alreadyActive
+        case .refused(let reason, let result, _):
+            return reject(entry, reason: reason, fingerprint: key.fingerprint, result: result)
+        case .deferred(let reason):
+            return leave(entry, reason: reason)
+        }
+    }
+
+    /// What became of a key offered to the store (``admit(_:source:from:metadata:)``).
+    public enum Admission: Sendable, Equatable {
+        case activated(fingerprint: String, state: KeyState)
+        /// It is the active key already.
+        case alreadyActive
+        /// Not a working key, or it could not be verified; the current key stays.
+        /// `dead`: the API answered 401 for it, or it was confirmed invalid before.
+        case refused(reason: String, result: CheckResult?, dead: Bool)
+        /// Not decided now (the store failed, or cannot take new secrets).
+        case deferred(reason: String)
+    }
+
+    /// The path every new key takes, from a spool file or the key source: verified
+    /// with the API (when `spool.verify_before_activate`), then activated in one
+    /// durable transaction with KEY_ACTIVATED in the journal. `source` is what the
+    /// store records as its origin; `origin` names it in messages ("key … from
+    /// `origin` is now active"); `metadata` goes with every entry logged here.
+    public func admit(
+        _ key: APIKey, source: String, from origin: String, metadata extra: Logger.Metadata
+    ) async -> Admission {
         if let refusal = store.refusesNewSecrets {
-            // Left where it is, without asking the API: it goes in once the daemon
-            // runs with its store key.
-            return leave(entry, reason: refusal)
+            // Not asked about: it goes in once the daemon runs with its store key.
+            return .deferred(reason: refusal)
         }
 
         let active: KeyRecord?
@@ -188,26 +232,20 @@ public actor SpoolIntake {
             active = try await store.activeKey()
             known = try await store.key(fingerprint: key.fingerprint)
         } catch {
-            return leave(entry, reason: "the store failed: \(error)")
+            return .deferred(reason: "the store failed: \(error)")
         }
         if let known, known.state == .invalid, let recovery {
-            // A key declared invalid, dropped again: maybe the 401 was Recotap's mistake.
-            return await reverified(entry, key: key, dead: known, active: active, recovery: recovery)
+            // A key declared invalid, offered again: maybe the 401 was Recotap's mistake.
+            return await reverified(key, dead: known, active: active, source: source, recovery: recovery, metadata: extra)
         }
         if active?.fingerprint == key.fingerprint {
-            // Already in force — also what a file looks like when the daemon died
-            // between committing its key and removing it.
-            _ = directory.remove(name)
-            logger.info(
-                "\(name) holds the key already active; removed",
-                metadata: [LogKey.spoolFile: .string(name), LogKey.keyFingerprint: .string(key.fingerprint)])
             return .alreadyActive
         }
         if let known, known.state == .invalid {
             let since = known.invalidSince.map { " since \($0.formatted(.iso8601))" } ?? ""
-            return reject(
-                entry, reason: "this key was already confirmed invalid\(since) (it has been regenerated); generate a new one",
-                fingerprint: key.fingerprint)
+            return .refused(
+                reason: "this key was already confirmed invalid\(since) (it has been regenerated); generate a new one",
+                result: nil, dead: true)
         }
 
         var state = KeyState.unverified
@@ -219,21 +257,20 @@ public actor SpoolIntake {
             case .valid:
                 state = .valid
             case .invalid:
-                return reject(
-                    entry, reason: "refused by the API (HTTP 401: \(result.reason ?? "Unauthorized")): not a working key",
-                    fingerprint: key.fingerprint, result: result)
+                return .refused(
+                    reason: "refused by the API (HTTP 401: \(result.reason ?? "Unauthorized")): not a working key",
+                    result: result, dead: true)
             case .rejectedRequest:
-                return reject(
-                    entry,
+                return .refused(
                     reason: "the API refused the verification request (\(result.reason ?? "HTTP \(result.httpStatus ?? 0)")); the current key stays",
-                    fingerprint: key.fingerprint, result: result)
+                    result: result, dead: false)
             case .unreachable, .rateLimited:
                 // The usual reason for a new key is that the old one was just
                 // regenerated: the old one is probably dead, so the new one goes in
                 // now and is verified at the next chance.
                 logger.notice(
-                    "cannot verify the key in \(name) now (\(result.reason ?? result.outcome.rawValue)); activating it unverified",
-                    metadata: [LogKey.spoolFile: .string(name), LogKey.keyFingerprint: .string(key.fingerprint)])
+                    "cannot verify the key from \(origin) now (\(result.reason ?? result.outcome.rawValue)); activating it unverified",
+                    metadata: extra.merging([LogKey.keyFingerprint: .string(key.fingerprint)]) { _, new in new })
             }
         }
 
@@ -249,68 +286,56 @@ public actor SpoolIntake {
                     reason: [verification.reason, "(verification before activation)"].compactMap { $0 }.joined(separator: " "))
             }
             activation = try await store.addAndActivate(
-                key, source: name, state: state, at: now, retireReason: "replaced by \(name)", verification: check)
+                key, source: source, state: state, at: now, retireReason: "replaced by \(origin)", verification: check)
         } catch {
-            return leave(entry, reason: "the store failed: \(error)")
-        }
-        // The commit is durable (synchronous=FULL): only now may the file go.
-        if !directory.remove(name) {
-            logger.error(
-                "key from \(name) is active but the file cannot be removed: \(String(cString: strerror(errno)))",
-                metadata: [LogKey.spoolFile: .string(name)])
-            left[name] = entry
+            return .deferred(reason: "the store failed: \(error)")
         }
         var metadata: Logger.Metadata = [
             LogKey.keyFingerprint: .string(key.fingerprint),
             LogKey.keyVersion: .stringConvertible(activation.activated.id),
-            LogKey.spoolFile: .string(name),
+            LogKey.keySource: .string(activation.activated.sourceKind),
             "key.state": .string(state.rawValue),
         ]
+        metadata.merge(extra) { _, new in new }
         if let previous = activation.retired { metadata["key.previous_fingerprint"] = .string(previous.fingerprint) }
         if let verification { metadata.merge(CheckMachine.metadata(for: verification)) { _, new in new } }
         let replacing = activation.retired.map { ", replacing \($0.fingerprint)" } ?? ""
         logger.event(
             .keyActivated,
-            "key \(key.fingerprint) from \(name) is now active (\(state == .valid ? "verified" : "not yet verified")\(replacing))",
+            "key \(key.fingerprint) from \(origin) is now active (\(state == .valid ? "verified" : "not yet verified")\(replacing); source=\(activation.activated.sourceKind))",
             metadata: metadata)
         return .activated(fingerprint: key.fingerprint, state: state)
     }
 
-    /// A key declared invalid before, dropped again: asked again (within the recovery's
+    /// A key declared invalid before, offered again: asked again (within the recovery's
     /// call budget); active again under a new version if the API accepts it now,
     /// refused with what it answered otherwise.
     private func reverified(
-        _ entry: SpoolDirectory.Entry, key: APIKey, dead: KeyRecord, active: KeyRecord?, recovery: KeyRecovery
-    ) async -> SpoolVerdict {
-        let name = entry.name
+        _ key: APIKey, dead: KeyRecord, active: KeyRecord?, source: String, recovery: KeyRecovery,
+        metadata: Logger.Metadata
+    ) async -> Admission {
         let since = dead.invalidSince.map { " since \($0.formatted(.iso8601))" } ?? ""
-        switch await recovery.reverify(key, dead: dead, active: active, source: name, metadata: [LogKey.spoolFile: .string(name)]) {
+        switch await recovery.reverify(key, dead: dead, active: active, source: source, metadata: metadata) {
         case .reinstated:
-            if !directory.remove(name) {
-                logger.error(
-                    "key from \(name) is active again but the file cannot be removed: \(String(cString: strerror(errno)))",
-                    metadata: [LogKey.spoolFile: .string(name)])
-                left[name] = entry
-            }
             return .activated(fingerprint: key.fingerprint, state: .valid)
         case .refused(let reason, let result):
-            return reject(entry, reason: "this key was declared invalid\(since) and was asked about again: \(reason)", fingerprint: key.fingerprint, result: result)
+            return .refused(
+                reason: "this key was declared invalid\(since) and was asked about again: \(reason)", result: result,
+                dead: true)
         case .tooSoon(let wait):
             let seconds = max(1, Saturating.int64(wait.seconds.rounded(.up)) ?? 1)
-            return reject(
-                entry,
+            return .refused(
                 reason: "this key was declared invalid\(since); it is asked about again at most once per check.report_min_interval, next in \(seconds) s — drop it again then",
-                fingerprint: key.fingerprint)
+                result: nil, dead: true)
         case .unavailable("changed", _):
             // Another key became active while the API was being asked: that one was
             // dropped later, or by someone else; it stays. Nothing is lost: the file
             // is in rejected/.
-            return reject(
-                entry,
+            return .refused(
                 reason: "another key became active while this one was being asked about; drop it again if it should replace that one",
-                fingerprint: key.fingerprint)
+                result: nil, dead: false)
         case .unavailable(_, let reason):
-            return leave(entry, reason: reason)
+            return .deferred(reason: reason)
         }
     }
 

@@ -103,10 +103,11 @@ public enum ServedState: String, Sendable, CaseIterable {
 
 extension KeyRecord {
     /// Where the key came from, as one of a few words (a metric label): `reverify` and
-    /// `rollback` for keys reinstated by an admin, `spool` for everything else (a
-    /// spool file, whose name is the record's `source`).
+    /// `rollback` for keys reinstated by an admin, `command` for the key source's,
+    /// `spool` for everything else (a spool file, whose name is the record's `source`).
     public var sourceKind: String {
         if source == KeyRecovery.reverifiedSource { return "reverify" }
+        if source == KeySource.storeSource { return "command" }
         if source.hasPrefix(KeyRecovery.rollbackSourcePrefix) { return "rollback" }
         return "spool"
     }
