@@ -66,6 +66,10 @@ private let readBack: [String: @Sendable (KeydConfiguration) -> String] = [
     "metrics.textfile": { $0.metrics.textfile ?? "" },
     "log.target": { $0.log.target.rawValue },
     "log.level": { $0.log.level.rawValue },
+    "source.command": { $0.source.command.joined(separator: ",") },
+    "source.interval": { $0.source.interval.map(DurationParsing.format) ?? "0" },
+    "source.timeout": { DurationParsing.format($0.source.timeout) },
+    "source.environment": { $0.source.environment.joined(separator: ",") },
 ]
 
 /// A distinct valid value per key and per source ("env" or "flag").
@@ -102,6 +106,10 @@ private func override(_ key: String, _ source: String) -> String {
     case "metrics.textfile": "/srv/\(source)/keyd.prom"
     case "log.target": source == "env" ? "console" : "auto"
     case "log.level": source == "env" ? "notice" : "warning"
+    case "source.command": "/usr/bin/\(source)-helper,--secret,\(source)"
+    case "source.interval": source == "env" ? "2h" : "3h"
+    case "source.timeout": source == "env" ? "50s" : "55s"
+    case "source.environment": "REGION=\(source)"
     default: "?"
     }
 }

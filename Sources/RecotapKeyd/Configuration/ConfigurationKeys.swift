@@ -94,7 +94,7 @@ public struct ConfigurationKey: Sendable {
             }
             config.metrics.textfile = path
         },
-        .init("source.command", .stringArray, range: "the program (an absolute path, or a name looked up in the command's PATH) and its arguments, run without a shell; [] for none", show: { list($0.source.command) }) {
+        .init("source.command", .stringArray, range: "an argv list: the program and its arguments; [] for none", show: { list($0.source.command) }) {
             value, config throws(ConfigurationError) in
             config.source.command = try value.command()
         },
@@ -105,7 +105,7 @@ public struct ConfigurationKey: Sendable {
             config.source.interval = interval
         },
         .duration("source.timeout", \.source.timeout, in: .seconds(1) ... .seconds(600)),
-        .init("source.environment", .stringArray, range: "NAME=VALUE entries added to the command's environment", show: { list($0.source.environment) }) {
+        .init("source.environment", .stringArray, range: "NAME=VALUE entries", show: { list($0.source.environment) }) {
             value, config throws(ConfigurationError) in
             config.source.environment = try value.environmentEntries()
         },
