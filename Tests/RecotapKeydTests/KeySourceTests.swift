@@ -293,3 +293,66 @@ struct KeySourceDaemonTests {
         #expect(await served.finish() == 0)
     }
 }
+
+/// README "Fleets", the AWS Secrets Manager recipe, for real: the AWS CLI against moto's
+/// Secrets Manager API on loopback.
+@Suite("key source: AWS Secrets Manager (awscli + moto)", .serialized, .enabled(if: MotoServer.available, "pip install 'moto[server]' awscli"))
+struct KeySourceAWSTests {
+    @Test("first key at start, a regeneration healed with no spool drop, the dead key in the secrets manager not retried, a failing secrets manager logged with the working key kept")
+    func awsRecipe() async throws {
+        let dir = try TemporaryDirectory()
+        let moto = try MotoServer(in: dir)
+        defer { moto.stop() }
+        let first = "rtk_aws_first_key_0001"
+        let second = "rtk_aws_second_key_0002"
+        try await moto.secretsManager(["create-secret", "--name", "recotap/api-key", "--secret-string", first])
+
+        // The recipe as README "Fleets" gives it (with the endpoint of the local API).
+        let command = [
+            MotoServer.binDirectory! + "/aws", "--endpoint-url", moto.endpoint, "secretsmanager", "get-secret-value",
+            "--secret-id", "recotap/api-key", "--query", "SecretString", "--output", "text",
+        ]
+        let environment = MotoServer.environment
+        let served = try await ServedDaemon(
+            validKeys: [first],
+            extra: """
+                check:
+                  interval: 10s
+                  confirm_delay: 0s
+                  backoff_min: 1s
+                  backoff_max: 2s
+                  jitter: 0
+                source:
+                  command: [\(command.map { "\"\($0)\"" }.joined(separator: ", "))]
+                  environment: [\(environment.joined(separator: ", "))]
+                  timeout: 60s
+                """, directory: dir)
+        #expect(try await eventually(timeout: .seconds(30)) { (try? await served.curl("/v1/key").text) == first }, "\(served.daemon.output)")
+
+        // The key is regenerated; nobody has stored the new one yet.
+        _ = served.mock.regenerate(old: first, new: second)
+        _ = try await served.curl("/v1/check", method: "POST")
+        #expect(try await served.logged("event=SOURCE_NO_NEW_KEY", timeout: .seconds(30)), "\(served.daemon.output)")
+        #expect(served.mock.requests().filter { $0.apiKeyFingerprint == APIKey.fingerprint(of: first) }.count == 3,
+                "verification at start, the check, its confirmation; the dead key fetched again is not sent")
+
+        // A person stores the new key: the daemon takes it at its next attempt.
+        let stored = ContinuousClock.now
+        try await moto.secretsManager(["put-secret-value", "--secret-id", "recotap/api-key", "--secret-string", second])
+        #expect(try await eventually(timeout: .seconds(30)) { (try? await served.curl("/v1/key").text) == second })
+        let healedIn = ContinuousClock.now - stored
+        #expect(healedIn < .seconds(15), "backoff_max 2s + one aws run: \(healedIn)")
+        #expect(served.daemon.output.contains("source=command"))
+
+        // The secrets manager goes away: a clear entry, the key stays served.
+        moto.stop()
+        let fetched = try await served.curl("/v1/fetch", method: "POST", timeout: .seconds(90))
+        #expect(fetched.status == 502, "\(fetched.text)")
+        #expect(try await served.curl("/v1/key").text == second)
+        let output = served.daemon.output
+        #expect(output.contains("event=SOURCE_FETCH_FAILED"))
+        #expect(output.contains("Could not connect to the endpoint URL"), "aws's own words reach the journal: \(output)")
+        #expect(await served.finish() == 0)
+        #expect(!served.daemon.output.contains(first) && !served.daemon.output.contains(second))
+    }
+}

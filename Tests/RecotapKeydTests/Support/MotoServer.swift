@@ -63,9 +63,13 @@ final class MotoServer {
         return text.components(separatedBy: "\n").filter { $0.contains("POST / HTTP") }.count
     }
 
+    /// SIGKILL (moto's server does not end on SIGTERM), then waits, bounded, without
+    /// `waitUntilExit` (which spins off the main thread).
     func stop() {
-        process.terminate()
-        process.waitUntilExit()
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while process.isRunning && ContinuousClock.now < deadline { usleep(20_000) }
     }
 
     static func freePort() throws -> Int {

@@ -209,10 +209,11 @@ final class ServedDaemon {
         }
     }
 
-    func curl(_ path: String, method: String = "GET", headers: [String] = [], body: String? = nil, as wrapper: [String] = [])
-        async throws -> CurlResponse
-    {
-        try await RecotapKeydTests.curl(api, path, method: method, headers: headers, body: body, as: wrapper)
+    func curl(
+        _ path: String, method: String = "GET", headers: [String] = [], body: String? = nil, as wrapper: [String] = [],
+        timeout: Duration = .seconds(30)
+    ) async throws -> CurlResponse {
+        try await RecotapKeydTests.curl(api, path, method: method, headers: headers, body: body, as: wrapper, timeout: timeout)
     }
 
     /// Waits (off the pool) until the daemon's output contains `text`.
