@@ -73,7 +73,7 @@ FUZZ_CONFIGURATION ?= release
 FUZZ_BUILD   = $(SWIFT) build -c $(FUZZ_CONFIGURATION) --scratch-path .build-fuzz --product recotap-keyd-fuzz \
                -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xswiftc -DRECOTAP_FUZZ
 
-.PHONY: deps revision build run mock test release install man clean fuzz fuzz-build bench deb deb-test
+.PHONY: deps revision build run mock test release install man clean fuzz fuzz-build bench deb deb-test fleet-test fleet-bench
 
 # The git revision every binary's --version prints: written only when it changed, so a
 # new commit recompiles one C file (Sources/CBuildInfo/build_info.c) and relinks.
@@ -113,6 +113,17 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	Tests/system/run-system-tests
+
+# README "Fleets": N hosts in network namespaces heal from one regeneration through
+# the AWS CLI and moto's Secrets Manager API (pip install 'moto[server]' awscli).
+FLEET_HOSTS ?= 10
+fleet-test: DEB_PACKAGES += iproute2 curl
+fleet-test: build
+	Tests/fleet/run-fleet-test $(FLEET_HOSTS) .build/debug
+
+fleet-bench: DEB_PACKAGES += iproute2 curl
+fleet-bench: build
+	Tests/fleet/run-fleet-test 50 .build/debug
 
 fuzz-build: deps
 	$(FUZZ_BUILD)
