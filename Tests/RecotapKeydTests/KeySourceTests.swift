@@ -77,14 +77,14 @@ struct KeySourceRunnerTests {
     @Test("the environment is minimal: PATH, LANG, the unit's user variables and the configured additions; nothing else of the daemon's")
     func environment() async throws {
         let run = try await command(
-            "env", additions: ["AWS_REGION=eu-west-1", "PATH=/opt/aws/bin:/usr/bin:/bin"],
-            inherited: ["HOME": "/var/lib/x", "NOTIFY_SOCKET": "/run/systemd/notify", "LISTEN_FDS": "2", "https_proxy": "http://p:3128", "CREDENTIALS_DIRECTORY": "/run/credentials/x"]
+            "env", additions: ["AWS_REGION=eu-west-1", "PATH=/opt/aws/bin:/usr/bin:/bin", "VAULT_TOKEN", "NOT_SET_ANYWHERE"],
+            inherited: ["HOME": "/var/lib/x", "NOTIFY_SOCKET": "/run/systemd/notify", "LISTEN_FDS": "2", "https_proxy": "http://p:3128", "CREDENTIALS_DIRECTORY": "/run/credentials/x", "VAULT_TOKEN": "hvs.test"]
         ).run()
         let lines = Set(String(decoding: run.output, as: UTF8.self).split(separator: "\n").map(String.init))
             .subtracting(["PWD=" + FileManager.default.currentDirectoryPath])
         #expect(lines == [
             "AWS_REGION=eu-west-1", "PATH=/opt/aws/bin:/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/var/lib/x",
-            "CREDENTIALS_DIRECTORY=/run/credentials/x",
+            "CREDENTIALS_DIRECTORY=/run/credentials/x", "VAULT_TOKEN=hvs.test",
         ])
     }
 
@@ -143,7 +143,7 @@ struct KeySourceRunnerTests {
             ("source:\n  command: [\"aws secretsmanager get-secret-value\"]\n", "source.command"),
             ("source:\n  command: [bin/helper]\n", "relative path"),
             ("source:\n  interval: 30s\n", "source.interval"),
-            ("source:\n  environment: [AWS_REGION]\n", "not NAME=VALUE"),
+            ("source:\n  environment: [\"AWS REGION=x\"]\n", "not an environment variable name"),
             ("source:\n  environment: [\"1X=y\"]\n", "not an environment variable name"),
         ] {
             await #expect(throws: ConfigurationError.self, "\(yaml)") { try await load(yaml) }

@@ -105,7 +105,7 @@ public struct ConfigurationKey: Sendable {
             config.source.interval = interval
         },
         .duration("source.timeout", \.source.timeout, in: .seconds(1) ... .seconds(600)),
-        .init("source.environment", .stringArray, range: "NAME=VALUE entries", show: { list($0.source.environment) }) {
+        .init("source.environment", .stringArray, range: "NAME=VALUE entries, or NAME to pass the daemon's own on", show: { list($0.source.environment) }) {
             value, config throws(ConfigurationError) in
             config.source.environment = try value.environmentEntries()
         },

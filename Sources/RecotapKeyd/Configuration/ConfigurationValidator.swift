@@ -179,13 +179,11 @@ extension ConfigurationSetting {
         return argv
     }
 
-    /// `source.environment`: `NAME=VALUE`, with a name a shell would accept.
+    /// `source.environment`: `NAME=VALUE`, or a bare `NAME` (passed on from the
+    /// daemon's environment), with a name a shell would accept.
     func environmentEntries() throws(ConfigurationError) -> [String] {
         for entry in list {
-            guard let equals = entry.firstIndex(of: "=") else {
-                throw refused("\"\(TerminalSafe.escape(entry))\" is not NAME=VALUE")
-            }
-            let name = entry[..<equals]
+            let name = entry.firstIndex(of: "=").map { entry[..<$0] } ?? entry[...]
             let valid = !name.isEmpty && !name.first!.isNumber
                 && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }
             guard valid else { throw refused("\"\(TerminalSafe.escape(String(name)))\" is not an environment variable name") }

@@ -64,7 +64,7 @@ public final class ConfigurationReloader: Sendable {
         let pending = [
             ("api", new.api != old.api), ("spool", new.spool != old.spool), ("store", new.store != old.store),
             ("sockets", new.sockets != old.sockets), ("log", new.log != old.log),
-            ("metrics.listen/textfile", metricsOutputs != old.metrics),
+            ("metrics.listen/textfile", metricsOutputs != old.metrics), ("source", new.source != old.source),
         ].filter(\.1).map(\.0)
         var kept = new
         kept.api = old.api
@@ -74,6 +74,7 @@ public final class ConfigurationReloader: Sendable {
         kept.log = old.log
         kept.metrics = old.metrics
         kept.metrics.readers = new.metrics.readers
+        kept.source = old.source
         current.withLock { $0 = kept }
         if !pending.isEmpty {
             logger.warning(

@@ -50,15 +50,21 @@ public struct KeySourceCommand: Sendable, Equatable {
     }
 
     /// The command's environment: `PATH` and `LANG`, the ``inheritedNames`` the daemon
-    /// has, then `additions` (`NAME=VALUE`, validated by the configuration), which win.
+    /// has, then `additions` (validated by the configuration), which win: `NAME=VALUE`
+    /// sets a variable; a bare `NAME` passes the daemon's own on, when it has one (a
+    /// token given to the unit by `Environment=` or `EnvironmentFile=`, kept out of the
+    /// configuration file).
     public static func environment(additions: [String], inherited: [String: String]) -> [String: String] {
         var environment = ["PATH": defaultPath, "LANG": "C.UTF-8"]
         for name in inheritedNames {
             if let value = inherited[name] { environment[name] = value }
         }
         for addition in additions {
-            guard let equals = addition.firstIndex(of: "=") else { continue }
-            environment[String(addition[..<equals])] = String(addition[addition.index(after: equals)...])
+            if let equals = addition.firstIndex(of: "=") {
+                environment[String(addition[..<equals])] = String(addition[addition.index(after: equals)...])
+            } else if let value = inherited[addition] {
+                environment[addition] = value
+            }
         }
         return environment
     }
