@@ -284,6 +284,22 @@ struct KeySourceDaemonTests {
         #expect(await served.finish() == 0)
     }
 
+    @Test("SIGTERM during a slow fetch: the command is killed, the daemon exits 0 at once, no SOURCE_FETCH_FAILED")
+    func shutdownDuringFetch() async throws {
+        let dir = try TemporaryDirectory()
+        let pidFile = dir.file("source.pid")
+        let served = try await ServedDaemon(
+            extra: "source:\n  command: [/bin/sh, -c, 'echo $$ > \(pidFile); exec sleep 120']\n  timeout: 120s\n", directory: dir)
+        #expect(try await eventually(timeout: .seconds(10)) { FileManager.default.fileExists(atPath: pidFile) })
+        let pid = try #require(Int32(String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let started = ContinuousClock.now
+        #expect(await served.finish() == 0)
+        #expect(ContinuousClock.now - started < .seconds(10))
+        #expect(try await eventually(timeout: .seconds(5)) { kill(pid, 0) != 0 }, "the source command outlived the daemon")
+        #expect(!served.daemon.output.contains("SOURCE_FETCH_FAILED"), "\(served.daemon.output)")
+        #expect(served.daemon.output.contains("key source command stopped: the daemon is shutting down"))
+    }
+
     @Test("POST /v1/fetch is for admins, and 409 without a source")
     func fetchEndpoint() async throws {
         let served = try await ServedDaemon()

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Fetches a replacement key from the key source command (README "Fleets") and hands
 /// it to the spool's path (``SpoolIntake/admit(_:source:from:metadata:)``): verified
@@ -82,11 +83,22 @@ public actor KeySource {
         if let running { return await running.value }
         let task = Task { await self.perform(trigger) }
         running = task
+        runningForCancel.withLock { $0 = task }
         let outcome = await task.value
         running = nil
+        runningForCancel.withLock { $0 = nil }
         lastOutcome = (clock.now, trigger, outcome)
         metrics?.sourceFetch(outcome.label)
         return outcome
+    }
+
+    /// The fetch running, for ``cancel()``.
+    private nonisolated let runningForCancel = Mutex<Task<Outcome, Never>?>(nil)
+
+    /// Ends the fetch running, if any (the command is killed): at shutdown, so a slow
+    /// command does not hold the daemon up until `source.timeout`.
+    public nonisolated func cancel() {
+        runningForCancel.withLock { $0 }?.cancel()
     }
 
     private func perform(_ trigger: Trigger) async -> Outcome {
@@ -98,8 +110,9 @@ public actor KeySource {
         do {
             run = try await command.run()
         } catch {
-            return failed(error.message, metadata: metadata)
+            return Task.isCancelled ? cancelled(metadata) : failed(error.message, metadata: metadata)
         }
+        if Task.isCancelled { return cancelled(metadata) }
         metadata[LogKey.durationMilliseconds] = .stringConvertible(Int(run.duration.milliseconds))
         switch run.termination {
         case .exited(let code), .signalled(let code):
@@ -163,6 +176,12 @@ public actor KeySource {
         }
     }
 
+    /// Cancelled at shutdown: the command was killed; not a failure of the source.
+    private func cancelled(_ metadata: Logger.Metadata) -> Outcome {
+        logger.info("key source command stopped: the daemon is shutting down", metadata: metadata)
+        return .failed(reason: "stopped: the daemon is shutting down")
+    }
+
     private func failed(_ reason: String, metadata: Logger.Metadata) -> Outcome {
         var metadata = metadata
         metadata[LogKey.reason] = .string(reason)
@@ -221,7 +240,12 @@ struct KeySourceService: Service, CustomStringConvertible {
                     trigger = .interval
                 }
                 if let trigger {
-                    let outcome = await source.fetch(trigger)
+                    let source = self.source
+                    let outcome = await withTaskCancellationHandler {
+                        await source.fetch(trigger)
+                    } onCancel: {
+                        source.cancel()
+                    }
                     if let interval { nextInterval = clock.now.adding(interval) }
                     if outcome.backsOff {
                         failures += 1
