@@ -70,8 +70,32 @@ struct KeySourceRunnerTests {
         // The active key is redacted too, even when the command did not print it to standard output.
         let other = try await command("echo 'old key rtk_active_0099 rejected' >&2; exit 1").run()
         #expect(other.errorSummary(redacting: ["rtk_active_0099"]) == "old key [redacted] rejected")
-        // A summary cut at its end may have cut a key: its last word goes.
+        // A summary cut at its end may have cut a key: its last word goes, back to whitespace.
         #expect(Redaction.redact("abc defgh", secrets: [], cut: true) == "abc [redacted]")
+        #expect(Redaction.redact("abc key!part:rest", secrets: [], cut: true) == "abc [redacted]")
+        // A known key JSON-escaped, percent-encoded, or after a BOM on standard output.
+        let slashed = "rtk/with+slash=0077"
+        #expect(Redaction.redact("{\"key\":\"rtk\\/with+slash=0077\"}", secrets: [slashed], cut: false) == "{\"key\":\"[redacted]\"}")
+        #expect(Redaction.redact("key=rtk%2Fwith%2Bslash%3D0077", secrets: [slashed], cut: false) == "key=[redacted]")
+        #expect(Redaction.tokens(of: Array("\u{FEFF}rtk_bom_key_0001\n".utf8)) == ["rtk_bom_key_0001"])
+    }
+
+    @Test("the timeout holds until the command ends: one that closes its output and lingers is killed, with what it started")
+    func lingering() async throws {
+        let dir = try TemporaryDirectory()
+        let started = ContinuousClock.now
+        let run = try await command(
+            "sleep 60 & echo $! > '\(dir.file("child"))'; echo rtk_linger_key_0001; exec >&- 2>&-; exec sleep 60",
+            timeout: .seconds(1)
+        ).run()
+        #expect(run.termination == .timedOut)
+        #expect(ContinuousClock.now - started < .seconds(15))
+        let child = try #require(Int32(String(contentsOfFile: dir.file("child"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(try await eventually(timeout: .seconds(5)) {
+            // Gone, or a zombie waiting for its new parent.
+            let state = (try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8))?.split(separator: " ").dropFirst(2).first
+            return state == nil || state == "Z"
+        }, "the process it started in the background survived the timeout")
     }
 
     @Test("the environment is minimal: PATH, LANG, the unit's user variables and the configured additions; nothing else of the daemon's")
@@ -138,6 +162,12 @@ struct KeySourceRunnerTests {
         #expect(loaded.source.timeout == .seconds(45))
         #expect(loaded.source.environment == ["AWS_REGION=eu-west-1"])
         #expect(try await load("source:\n  interval: 0\n").source.interval == nil)
+        #expect(try await load("source:\n  interval: 0s\n").source.interval == nil)
+        #expect(KeySourceCommand.warnings(arguments: ["no-such-helper-x"], additions: ["VAULT_TOKEN"], inherited: [:]) == [
+            "source.command: no-such-helper-x is not an executable file in PATH (\(KeySourceCommand.defaultPath)); the key source will fail until it is",
+            "source.environment: VAULT_TOKEN is to be passed on, but the daemon's environment has no VAULT_TOKEN",
+        ])
+        #expect(KeySourceCommand.warnings(arguments: ["sh"], additions: ["A=b"], inherited: [:]).isEmpty)
         #expect(KeydConfiguration.defaults.source.command.isEmpty)
         for (yaml, expected) in [
             ("source:\n  command: [\"aws secretsmanager get-secret-value\"]\n", "source.command"),
@@ -273,6 +303,26 @@ struct KeySourceDaemonTests {
         #expect(await served.finish() == 0)
     }
 
+    @Test("a working key is replaced only by a key the API accepts now: the API down, the source's new key is refused and the key stays")
+    func workingKeyNeedsVerifiedReplacement() async throws {
+        let good = "rtk_source_working_key_8888"
+        let other = "rtk_source_other_key_9999"
+        let (served, keyFile) = try await start(valid: [good])
+        try await served.activate(good)
+        try write(other, to: keyFile)
+        served.mock.inject(.status(503, count: nil))
+        let fetched = try await served.curl("/v1/fetch", method: "POST")
+        #expect(fetched.status == 502 && fetched.json?["result"]?.string == "failed", "\(fetched.text)")
+        #expect(fetched.text.contains("the working key is not replaced by one the API has not accepted"))
+        #expect(try await served.curl("/v1/key").text == good)
+        served.mock.clearFaults()
+        served.mock.addValidKey(other)
+        let again = try await served.curl("/v1/fetch", method: "POST")
+        #expect(again.json?["result"]?.string == "activated", "\(again.text)")
+        #expect(try await served.curl("/v1/key").text == other)
+        #expect(await served.finish() == 0)
+    }
+
     @Test("started with an empty store, the daemon fetches its first key from the source")
     func firstKeyAtStart() async throws {
         let dir = try TemporaryDirectory()
@@ -317,8 +367,8 @@ struct KeySourceAWSTests {
     @Test("first key at start, a regeneration healed with no spool drop, the dead key in the secrets manager not retried, a failing secrets manager logged with the working key kept")
     func awsRecipe() async throws {
         let dir = try TemporaryDirectory()
-        let moto = try MotoServer(in: dir)
-        defer { moto.stop() }
+        let moto = try await MotoServer(in: dir)
+        defer { kill(moto.process.processIdentifier, SIGKILL) }  // however the test ends
         let first = "rtk_aws_first_key_0001"
         let second = "rtk_aws_second_key_0002"
         try await moto.secretsManager(["create-secret", "--name", "recotap/api-key", "--secret-string", first])
@@ -361,7 +411,7 @@ struct KeySourceAWSTests {
         #expect(served.daemon.output.contains("source=command"))
 
         // The secrets manager goes away: a clear entry, the key stays served.
-        moto.stop()
+        await moto.stop()
         let fetched = try await served.curl("/v1/fetch", method: "POST", timeout: .seconds(90))
         #expect(fetched.status == 502, "\(fetched.text)")
         #expect(try await served.curl("/v1/key").text == second)

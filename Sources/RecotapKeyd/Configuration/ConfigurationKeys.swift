@@ -100,7 +100,7 @@ public struct ConfigurationKey: Sendable {
         },
         .init("source.interval", .duration, range: "0 (off) or 1m to 7d", show: { $0.source.interval.map(DurationParsing.format) ?? "0" }) {
             value, config throws(ConfigurationError) in
-            if value.string == "0" { config.source.interval = nil; return }
+            if value.string == "0" || DurationParsing.parse(value.string) == .zero { config.source.interval = nil; return }
             let interval = try value.duration(in: .seconds(60) ... .seconds(7 * 86_400), allowed: "0 (off) or 1m to 7d")
             config.source.interval = interval
         },

@@ -123,6 +123,14 @@ public struct KeydDaemon: Sendable {
                 timeout: configuration.source.timeout),
             store: store, intake: intake, clock: clock, logger: logger, metrics: metrics)
 
+        if source != nil {
+            for warning in KeySourceCommand.warnings(
+                arguments: configuration.source.command, additions: configuration.source.environment, inherited: environment)
+            {
+                logger.warning("\(warning)")
+            }
+        }
+
         let serving = ServingContext(
             store: store, checker: checker, intake: intake, policy: policy, limits: limits, logger: logger,
             clock: clock, recovery: recovery, metrics: metrics, source: source)

@@ -17,7 +17,7 @@ public struct MetricDefinition: Sendable, Equatable {
         .init("key_state", .gauge, ["state"],
               "1 for the state of the key the sockets serve (none, unverified, valid, invalid, unavailable), 0 for the others."),
         .init("key_info", .gauge, ["fingerprint", "version", "source"],
-              "1, labelled with the served key's fingerprint (never the key), version and where it came from (spool, reverify, rollback)."),
+              "1, labelled with the served key's fingerprint (never the key), version and where it came from (spool, command, reverify, rollback)."),
         .init("key_activated_timestamp_seconds", .gauge, [],
               "When the served key became active, in seconds since the epoch; 0 with no key."),
         .init("last_check_timestamp_seconds", .gauge, [],

@@ -418,7 +418,12 @@ package struct APIRoutes: Sendable {
         guard let source = context.source else {
             return .error(.conflict, "no_source", "no key source is configured (source.command)")
         }
-        let outcome = await source.fetch(.admin)
+        // Request work is cancelled only at shutdown: then the fetch stops too.
+        let outcome = await withTaskCancellationHandler {
+            await source.fetch(.admin)
+        } onCancel: {
+            source.cancel()
+        }
         let record = context.current.record
         switch outcome {
         case .activated(let fingerprint, let state):

@@ -18,6 +18,8 @@ public actor KeySource {
     /// Keys the command returned that the API refused, remembered so they cost no
     /// request when returned again (newest last).
     static let refusedKept = 16
+    /// How many of the store's latest keys are redacted from the command's stderr.
+    static let redactedHistory = 5
 
     public enum Trigger: String, Sendable {
         /// The active key was confirmed invalid, or there is no key (at start, or since).
@@ -83,22 +85,33 @@ public actor KeySource {
         if let running { return await running.value }
         let task = Task { await self.perform(trigger) }
         running = task
-        runningForCancel.withLock { $0 = task }
+        // Set under the lock `cancel()` takes: a fetch starting as the daemon shuts
+        // down is cancelled too, however the two interleave.
+        if runningForCancel.withLock({ control in
+            control.task = task
+            return control.shuttingDown
+        }) {
+            task.cancel()
+        }
         let outcome = await task.value
         running = nil
-        runningForCancel.withLock { $0 = nil }
+        runningForCancel.withLock { $0.task = nil }
         lastOutcome = (clock.now, trigger, outcome)
         metrics?.sourceFetch(outcome.label)
         return outcome
     }
 
-    /// The fetch running, for ``cancel()``.
-    private nonisolated let runningForCancel = Mutex<Task<Outcome, Never>?>(nil)
+    /// The fetch running, and whether the daemon is shutting down, for ``cancel()``.
+    private nonisolated let runningForCancel = Mutex<(task: Task<Outcome, Never>?, shuttingDown: Bool)>((nil, false))
 
-    /// Ends the fetch running, if any (the command is killed): at shutdown, so a slow
-    /// command does not hold the daemon up until `source.timeout`.
+    /// At shutdown: ends the fetch running, if any (the command's process group is
+    /// killed), and every later one before it starts its command — whoever asked
+    /// (the service, an admin) — so a slow command never holds the daemon up.
     public nonisolated func cancel() {
-        runningForCancel.withLock { $0 }?.cancel()
+        runningForCancel.withLock { control -> Task<Outcome, Never>? in
+            control.shuttingDown = true
+            return control.task
+        }?.cancel()
     }
 
     private func perform(_ trigger: Trigger) async -> Outcome {
@@ -106,6 +119,11 @@ public actor KeySource {
             LogKey.sourceCommand: .string(TerminalSafe.escape(command.arguments.first ?? "")),
             LogKey.sourceTrigger: .string(trigger.rawValue),
         ]
+        if Task.isCancelled { return cancelled(metadata) }
+        if let refusal = store.refusesNewSecrets {
+            // Not worth running: whatever it returned could not be taken.
+            return failed("not run: \(refusal)", metadata: metadata)
+        }
         let run: KeySourceRun
         do {
             run = try await command.run()
@@ -121,7 +139,12 @@ public actor KeySource {
             break
         }
         let active = store.current.record
-        let stderr = run.errorSummary(redacting: [active?.key?.revealSecret()].compactMap { $0 })
+        // Redacted from its stderr: the key it returned, and the keys the store holds
+        // lately (the active one, those it replaced).
+        var secrets = (try? await store.history(limit: Self.redactedHistory))?.compactMap { $0.key?.revealSecret() } ?? []
+        if let secret = active?.key?.revealSecret() { secrets.append(secret) }
+        if case .key(let returned) = KeyFileContent.parse(run.output) { secrets.append(returned) }
+        let stderr = run.errorSummary(redacting: secrets)
         if let stderr { metadata[LogKey.stderr] = .string(stderr) }
         let ran = "\(TerminalSafe.escape(run.program)) \(run.describeTermination(timeout: command.timeout)) in \(Int(run.duration.milliseconds)) ms"
         let said = stderr.map { "; it said: \($0)" } ?? ""
@@ -160,7 +183,12 @@ public actor KeySource {
                 "the key source still returns key \(key.fingerprint), which the API refused before; it is not tried again until the source returns another key",
                 metadata: metadata)
         }
-        switch await intake.admit(key, source: Self.storeSource, from: "the key source", metadata: metadata) {
+        // A working key is replaced only by one the API accepts now; a dead (or no) key
+        // by anything the spool would take, verified at the next chance if need be.
+        let working = active.map { $0.state != .invalid } ?? false
+        switch await intake.admit(
+            key, source: Self.storeSource, from: "the key source", metadata: metadata, onlyIfVerified: working)
+        {
         case .activated(let fingerprint, let state):
             return .activated(fingerprint: fingerprint, state: state)
         case .alreadyActive:
@@ -224,7 +252,19 @@ struct KeySourceService: Service, CustomStringConvertible {
     }
 
     func run() async throws {
+        let source = self.source
         try await runUntilGracefulShutdown(after: readiness) {
+            // Cancelled at the graceful shutdown: so is any fetch, whoever started it.
+            try await withTaskCancellationHandler {
+                try await loop()
+            } onCancel: {
+                source.cancel()
+            }
+        }
+    }
+
+    private func loop() async throws {
+        do {
             var current: KeyRecord? = published.poll() ?? nil
             var failures = 0
             var retryAt: Date?
@@ -240,12 +280,7 @@ struct KeySourceService: Service, CustomStringConvertible {
                     trigger = .interval
                 }
                 if let trigger {
-                    let source = self.source
-                    let outcome = await withTaskCancellationHandler {
-                        await source.fetch(trigger)
-                    } onCancel: {
-                        source.cancel()
-                    }
+                    let outcome = await source.fetch(trigger)
                     if let interval { nextInterval = clock.now.adding(interval) }
                     if outcome.backsOff {
                         failures += 1

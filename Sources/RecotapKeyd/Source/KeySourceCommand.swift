@@ -69,6 +69,25 @@ public struct KeySourceCommand: Sendable, Equatable {
         return environment
     }
 
+    /// What is wrong with the configuration now, for a warning at start (it fails only
+    /// when it is needed, the worst moment to learn of a typo): the program not found,
+    /// a bare `NAME` of `source.environment` the daemon does not have.
+    public static func warnings(arguments: [String], additions: [String], inherited: [String: String]) -> [String] {
+        var warnings: [String] = []
+        let command = KeySourceCommand(
+            arguments: arguments, environment: environment(additions: additions, inherited: inherited), timeout: .seconds(1))
+        if let program = arguments.first, command.executablePath() == nil {
+            warnings.append(
+                "source.command: \(TerminalSafe.escape(program)) is not an executable file in PATH (\(TerminalSafe.escape(command.environment["PATH"] ?? defaultPath))); the key source will fail until it is")
+        } else if let path = command.executablePath(), access(path, X_OK) != 0 {
+            warnings.append("source.command: \(TerminalSafe.escape(path)) is not an executable file (for this user); the key source will fail until it is")
+        }
+        for name in additions where !name.contains("=") && inherited[name] == nil {
+            warnings.append("source.environment: \(name) is to be passed on, but the daemon's environment has no \(name)")
+        }
+        return warnings
+    }
+
     /// The program to run: `arguments[0]` when it names a path, else the first
     /// executable file of that name in the command's `PATH` (not the daemon's).
     public func executablePath() -> String? {
@@ -96,8 +115,10 @@ public struct KeySourceCommand: Sendable, Equatable {
         }
         let options = {
             var options = PlatformOptions()
-            // Its own process group, apart from the daemon's.
+            // Its own process group, apart from the daemon's: a kill reaches everything
+            // it started. Cancelled (at the daemon's shutdown), the group is killed.
             options.processGroupID = 0
+            options.teardownSequence = [.send(signal: .kill, toProcessGroup: true, allowedDurationToNextStep: .seconds(1))]
             return options
         }()
         let environmentEntries = environment.sorted { $0.key < $1.key }.map { Array(($0.key + "=" + $0.value).utf8) + [0] }
@@ -106,28 +127,24 @@ public struct KeySourceCommand: Sendable, Equatable {
         let collected = Collected()
         let status: TerminationStatus
         do {
-            status = try await Subprocess.run(
-                .path(FilePath(path)), arguments: Arguments(Array(arguments.dropFirst())),
-                environment: .custom(environmentEntries), platformOptions: options,
-                input: .none, output: .sequence, error: .sequence
-            ) { execution in
-                // Kills the command's whole process group: what it started dies with it.
-                let kill = { @Sendable (why: Collected.Killed) in
-                    if collected.kill(why) { try? execution.send(signal: .kill, toProcessGroup: true) }
-                }
-                await withTaskGroup(of: Void.self) { tasks in
-                    tasks.addTask {
-                        try? await Task.sleep(for: timeout)
-                        if !Task.isCancelled { kill(.timedOut) }
-                    }
-                    tasks.addTask {
+            status = try await withThrowingTaskGroup(of: TerminationStatus?.self) { group in
+                group.addTask {
+                    try await Subprocess.run(
+                        .path(FilePath(path)), arguments: Arguments(Array(arguments.dropFirst())),
+                        environment: .custom(environmentEntries), platformOptions: options,
+                        input: .none, output: .sequence, error: .sequence
+                    ) { execution in
+                        collected.started(execution.processIdentifier.value)
                         // Both streams end when the command ends (swift-subprocess
-                        // cancels their reads then, whoever else holds the pipes).
+                        // cancels their reads then, whoever else holds the pipes) or
+                        // when it closes them.
                         await withTaskGroup(of: Void.self) { readers in
                             readers.addTask {
                                 do {
                                     for try await buffer in execution.standardOutput {
-                                        if buffer.withUnsafeBytes({ collected.appendOutput($0) }) { kill(.outputTooLarge) }
+                                        if buffer.withUnsafeBytes({ collected.appendOutput($0) }) {
+                                            collected.kill(.outputTooLarge)
+                                        }
                                     }
                                 } catch {}
                             }
@@ -139,12 +156,25 @@ public struct KeySourceCommand: Sendable, Equatable {
                                 } catch {}
                             }
                         }
-                    }
-                    // The readers are done: the timer goes.
-                    await tasks.next()
-                    tasks.cancelAll()
+                    }.terminationStatus
                 }
-            }.terminationStatus
+                // The deadline holds until the command has ended, not only its output:
+                // a command that closes both streams and lingers is killed too.
+                group.addTask {
+                    try? await Task.sleep(for: timeout)
+                    if !Task.isCancelled { collected.kill(.timedOut) }
+                    return nil
+                }
+                var status: TerminationStatus?
+                while let next = try await group.next() {
+                    if let next {
+                        status = next
+                        collected.ended()
+                        group.cancelAll()
+                    }
+                }
+                return status!
+            }
         } catch let error as SubprocessError {
             throw KeySourceError(message: "\(TerminalSafe.escape(path)) could not be started: \(error)")
         } catch {
@@ -172,8 +202,27 @@ public struct KeySourceCommand: Sendable, Equatable {
             var errorHead: [UInt8] = []
             var errorBytes = 0
             var killed: Killed?
+            /// The command's process group (its pid) while it has not been reaped.
+            var group: pid_t?
         }
         private let state = Mutex(State())
+
+        func started(_ pid: pid_t) { state.withLock { $0.group = pid } }
+
+        /// The command has been reaped: its group id may be reused from now on.
+        func ended() { state.withLock { $0.group = nil } }
+
+        /// Kills the command's process group (once), recording why.
+        func kill(_ why: Killed) {
+            state.withLock { state in
+                guard state.killed == nil, let group = state.group else { return }
+                state.killed = why
+                // Until swift-subprocess reaps the leader its pid (the group id) cannot
+                // be reused; `ended()` follows the reap within the same task, so the
+                // window for a reused id is the few instructions between the two.
+                _ = Glibc.kill(-group, SIGKILL)
+            }
+        }
 
         /// Appends standard output; true once it holds more than ``outputLimit`` bytes.
         func appendOutput(_ bytes: UnsafeRawBufferPointer) -> Bool {
@@ -189,15 +238,6 @@ public struct KeySourceCommand: Sendable, Equatable {
                 state.errorBytes += bytes.count
                 let room = KeySourceCommand.errorKept - state.errorHead.count
                 if room > 0 { state.errorHead += bytes.prefix(room) }
-            }
-        }
-
-        /// Records why the command is being killed; false when it already was.
-        func kill(_ why: Killed) -> Bool {
-            state.withLock { state in
-                guard state.killed == nil else { return false }
-                state.killed = why
-                return true
             }
         }
 
@@ -269,22 +309,29 @@ public enum Redaction {
     public static let longTokenLength = 20
     public static let replacement = "[redacted]"
 
-    /// `text` with every occurrence of the `secrets` (8 characters or more) replaced,
-    /// then every run of ``longTokenLength`` or more letters, digits and `-_+/=.`
-    /// holding both letters and digits (what API keys, tokens and hashes look like);
-    /// `cut`: the text was truncated, so its last run may be the start of a secret
-    /// and is replaced whatever its length.
+    /// `text` with every occurrence of the `secrets` (8 characters or more) replaced —
+    /// as they are, JSON-escaped and percent-encoded — then every run of
+    /// ``longTokenLength`` or more letters, digits and `-_+/=.` holding both letters
+    /// and digits (what API keys, tokens and hashes look like); `cut`: the text was
+    /// truncated, so its last word may be the start of a secret and is replaced,
+    /// back to the last whitespace.
     public static func redact(_ text: String, secrets: [String], cut: Bool) -> String {
         var text = text
+        if cut {
+            let end = text.lastIndex(where: \.isWhitespace).map { text.index(after: $0) } ?? text.startIndex
+            text = String(text[..<end]) + replacement
+        }
         for secret in Set(secrets) where secret.count >= KeyFileContent.minimumLength {
-            text = text.replacingOccurrences(of: secret, with: replacement)
+            for form in Set(forms(of: secret)) {
+                text = text.replacingOccurrences(of: form, with: replacement)
+            }
         }
         var out = ""
         var run = ""
-        func flush(final: Bool) {
+        func flush() {
             let letters = run.contains { $0.isLetter }
             let digits = run.contains { $0.isNumber }
-            if (run.count >= longTokenLength && letters && digits) || (final && cut && !run.isEmpty) {
+            if run.count >= longTokenLength && letters && digits {
                 out += replacement
             } else {
                 out += run
@@ -295,17 +342,33 @@ public enum Redaction {
             if character.isASCII && (character.isLetter || character.isNumber || "-_+/=.".contains(character)) {
                 run.append(character)
             } else {
-                flush(final: false)
+                flush()
                 out.append(character)
             }
         }
-        flush(final: true)
+        flush()
         return out
+    }
+
+    /// A secret as a program may print it: itself, JSON-escaped, percent-encoded.
+    static func forms(of secret: String) -> [String] {
+        var json = ""
+        for character in secret {
+            switch character {
+            case "\\": json += "\\\\"
+            case "\"": json += "\\\""
+            case "/": json += "\\/"
+            default: json.append(character)
+            }
+        }
+        let percent = secret.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? secret
+        return [secret, json, json.replacingOccurrences(of: "\\/", with: "/"), percent]
     }
 
     /// The whitespace-separated words of a command's standard output, as candidates
     /// for the key (whatever the output's shape, none of it may reach the journal).
     public static func tokens(of output: [UInt8]) -> [String] {
-        String(decoding: output, as: UTF8.self).split(whereSeparator: { $0.isWhitespace }).map(String.init)
+        String(decoding: output, as: UTF8.self).split(whereSeparator: { $0.isWhitespace || $0 == "\u{FEFF}" })
+            .map(String.init)
     }
 }

@@ -218,8 +218,11 @@ public actor SpoolIntake {
     /// durable transaction with KEY_ACTIVATED in the journal. `source` is what the
     /// store records as its origin; `origin` names it in messages ("key … from
     /// `origin` is now active"); `metadata` goes with every entry logged here.
+    /// `onlyIfVerified`: the key replaces a working one only if the API accepts it now
+    /// (whatever `spool.verify_before_activate` says); it is not activated unverified.
     public func admit(
-        _ key: APIKey, source: String, from origin: String, metadata extra: Logger.Metadata
+        _ key: APIKey, source: String, from origin: String, metadata extra: Logger.Metadata,
+        onlyIfVerified: Bool = false
     ) async -> Admission {
         if let refusal = store.refusesNewSecrets {
             // Not asked about: it goes in once the daemon runs with its store key.
@@ -250,7 +253,7 @@ public actor SpoolIntake {
 
         var state = KeyState.unverified
         var verification: CheckResult?
-        if verifyBeforeActivate {
+        if verifyBeforeActivate || onlyIfVerified {
             let result = await client.check(key)
             verification = result
             switch result.outcome {
@@ -263,6 +266,10 @@ public actor SpoolIntake {
             case .rejectedRequest:
                 return .refused(
                     reason: "the API refused the verification request (\(result.reason ?? "HTTP \(result.httpStatus ?? 0)")); the current key stays",
+                    result: result, dead: false)
+            case .unreachable where onlyIfVerified, .rateLimited where onlyIfVerified:
+                return .refused(
+                    reason: "cannot verify it now (\(result.reason ?? result.outcome.rawValue)), and the working key is not replaced by one the API has not accepted",
                     result: result, dead: false)
             case .unreachable, .rateLimited:
                 // The usual reason for a new key is that the old one was just

@@ -7,8 +7,10 @@ import Foundation
 final class MotoServer {
     /// The directory holding `aws` and `moto_server`, when both are installed.
     static let binDirectory: String? = {
+        // Where pip puts this interpreter's commands (next to it under pyenv or a venv,
+        // /usr/local/bin for Debian's own python3).
         guard let result = try? runCommandBlocking(
-            ["/usr/bin/env", "python3", "-c", "import os, sys; print(os.path.dirname(os.path.realpath(sys.executable)))"],
+            ["/usr/bin/env", "python3", "-c", "import sysconfig; print(sysconfig.get_path('scripts'))"],
             timeout: .seconds(30)),
             result.status == 0
         else { return nil }
@@ -28,9 +30,11 @@ final class MotoServer {
         "AWS_MAX_ATTEMPTS=1", "AWS_EC2_METADATA_DISABLED=true",
     ]
 
-    init(in dir: TemporaryDirectory) throws {
+    /// Starts moto's server on a free loopback port and waits (without blocking a
+    /// thread of the cooperative pool) until it accepts connections.
+    init(in dir: TemporaryDirectory) async throws {
         guard let bin = Self.binDirectory else { throw TestHTTPError.malformed("moto_server and aws are not installed") }
-        port = try Self.freePort()
+        port = try freeTCPPort()
         log = dir.file("moto.log")
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         process.executableURL = URL(fileURLWithPath: bin + "/moto_server")
@@ -40,8 +44,8 @@ final class MotoServer {
         process.standardError = handle
         try process.run()
         let port = self.port
-        guard try eventuallySync(timeout: .seconds(30), { Self.accepts(port: port) }) else {
-            process.terminate()
+        guard try await eventually(timeout: .seconds(30), { Self.accepts(port: port) }) else {
+            kill(process.processIdentifier, SIGKILL)
             throw TestHTTPError.malformed("moto_server did not listen on \(port)")
         }
     }
@@ -63,29 +67,12 @@ final class MotoServer {
         return text.components(separatedBy: "\n").filter { $0.contains("POST / HTTP") }.count
     }
 
-    /// SIGKILL (moto's server does not end on SIGTERM), then waits, bounded, without
-    /// `waitUntilExit` (which spins off the main thread).
-    func stop() {
-        guard process.isRunning else { return }
+    /// SIGKILL (moto's server does not end on SIGTERM), then waits until its port is
+    /// closed, asleep between looks.
+    func stop() async {
         kill(process.processIdentifier, SIGKILL)
-        let deadline = ContinuousClock.now + .seconds(10)
-        while process.isRunning && ContinuousClock.now < deadline { usleep(20_000) }
-    }
-
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
-            }
-        }
-        guard bound else { throw TestHTTPError.malformed("no free port") }
-        return Int(UInt16(bigEndian: address.sin_port))
+        let port = self.port
+        _ = try? await eventually(timeout: .seconds(10)) { !Self.accepts(port: port) }
     }
 
     static func accepts(port: Int) -> Bool {
