@@ -49,6 +49,12 @@ enum StatusReport {
         }
         let spool = status.spool
         lines.append(("spool", "\(spool.directory): \(spool.pending) waiting, \(spool.rejected) in rejected/"))
+        if let source = status.keySource {
+            let last = source.lastResult.map { result in
+                "last run \(when(source.lastFetchAt, now: now) ?? "?") (\(source.lastTrigger ?? "?")): \(result.replacingOccurrences(of: "_", with: " "))"
+            } ?? "not run since the daemon started"
+            lines.append(("key source", "\(source.program), \(last)"))
+        }
         let connections = status.connections
         lines.append((
             "sockets",

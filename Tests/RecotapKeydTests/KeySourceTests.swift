@@ -295,6 +295,14 @@ struct KeySourceDaemonTests {
         #expect(output.contains("access denied for [redacted] and [redacted]"), "\(output)")
         #expect(!output.contains(leaked) && !output.contains(good) && !fetched.text.contains(leaked))
 
+        let status = try await served.curl("/v1/status")
+        #expect(status.json?["key_source"]?["program"]?.string == "/bin/sh", "\(status.text)")
+        #expect(status.json?["key_source"]?["last_result"]?.string == "failed")
+        #expect(status.json?["key_source"]?["last_trigger"]?.string == "admin")
+        let keyctl = try await runCommand([productsDirectory + "/recotap-keyctl", "status", "--socket", served.api])
+        #expect(keyctl.output.contains("key source"), "\(keyctl.output)")
+        #expect(keyctl.output.contains("/bin/sh, last run"), "\(keyctl.output)")
+
         // Unchanged: the source returns the active key.
         try write(good, to: keyFile)
         try Data("0".utf8).write(to: URL(fileURLWithPath: served.dir.file("source-exit")))

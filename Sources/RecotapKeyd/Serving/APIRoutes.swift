@@ -348,6 +348,13 @@ package struct APIRoutes: Sendable {
         let snapshot = await context.checker.snapshot()
         let counts = context.intake.counts()
         let connections = context.counters.snapshot
+        var keySource: Wire.KeySourceStatus?
+        if let source = context.source {
+            let last = await source.lastOutcome
+            keySource = Wire.KeySourceStatus(
+                program: TerminalSafe.escape(source.command.arguments.first ?? ""), lastFetchAt: last?.at,
+                lastTrigger: last?.trigger.rawValue, lastResult: last?.outcome.label)
+        }
         let lastCheck = snapshot.lastCheck.map { check in
             Wire.LastCheck(
                 at: check.at, outcome: check.outcome.rawValue, httpStatus: check.httpStatus,
@@ -374,7 +381,7 @@ package struct APIRoutes: Sendable {
             uptimeSeconds: Saturating.int64(context.clock.now.timeIntervalSince(context.startedAt)) ?? 0,
             daemonVersion: KeydVersion.current,
             storeSealed: context.store.sealReport.sealing,
-            keyUnavailable: record?.secretUnavailable))
+            keyUnavailable: record?.secretUnavailable, keySource: keySource))
     }
 
     // MARK: - Admin

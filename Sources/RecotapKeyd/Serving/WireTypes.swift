@@ -108,6 +108,19 @@ public enum Wire {
         public var storeSealed: Bool?
         /// Why the active key is held but not served (sealed without its store key).
         @Nullable public var keyUnavailable: String?
+        /// The key source (README "Fleets"); absent when none is configured.
+        public var keySource: KeySourceStatus? = nil
+    }
+
+    /// The key source in `GET /v1/status`: its program and how its last run ended
+    /// (no reason: that is for admins, in the journal and `POST /v1/fetch`).
+    public struct KeySourceStatus: Codable, Sendable, Equatable {
+        public var program: String
+        @Nullable public var lastFetchAt: Date?
+        /// `needed`, `admin`, `interval`.
+        @Nullable public var lastTrigger: String?
+        /// `activated`, `unchanged`, `no_new_key`, `failed`.
+        @Nullable public var lastResult: String?
     }
 
     /// `POST /v1/check`: a check just made (`checked`), or why none was and what is
