@@ -186,6 +186,12 @@ struct KeySourceRunnerTests {
     }
 }
 
+/// Stops the daemon (exit 0 expected) and checks none of `keys` is in its output.
+private func finishWithoutKeys(_ served: ServedDaemon, _ keys: String...) async {
+    #expect(await served.finish() == 0)
+    for key in keys { #expect(!served.daemon.output.contains(key), "a key in the daemon's output") }
+}
+
 /// The key source in the daemon, against the mock API: a dead key healed with no spool
 /// drop, a source still holding the dead key, a failing source.
 @Suite("key source in the daemon", .serialized)
@@ -244,8 +250,7 @@ struct KeySourceDaemonTests {
         #expect(after.filter { $0.apiKeyFingerprint == APIKey.fingerprint(of: new) }.count == 1, "\(after)")
         let history = try await served.curl("/v1/history")
         #expect(history.text.contains("\"source\":\"command\""), "\(history.text)")
-        #expect(await served.finish() == 0)
-        #expect(!served.daemon.output.contains(old) && !served.daemon.output.contains(new))
+        await finishWithoutKeys(served, old, new)
     }
 
     @Test("the source still holds the dead key: no API request for it, one SOURCE_NO_NEW_KEY per backoff step; healed when the source changes")
@@ -271,8 +276,7 @@ struct KeySourceDaemonTests {
         served.mock.setValidKeys([new])
         try write(new, to: keyFile)
         #expect(try await eventually(timeout: .seconds(10)) { (try? await served.curl("/v1/key").text) == new })
-        #expect(await served.finish() == 0)
-        #expect(!served.daemon.output.contains(old) && !served.daemon.output.contains(new))
+        await finishWithoutKeys(served, old, new)
     }
 
     @Test("a failing source: SOURCE_FETCH_FAILED with its exit status and redacted stderr; the working key stays served")
@@ -426,7 +430,6 @@ struct KeySourceAWSTests {
         let output = served.daemon.output
         #expect(output.contains("event=SOURCE_FETCH_FAILED"))
         #expect(output.contains("Could not connect to the endpoint URL"), "aws's own words reach the journal: \(output)")
-        #expect(await served.finish() == 0)
-        #expect(!served.daemon.output.contains(first) && !served.daemon.output.contains(second))
+        await finishWithoutKeys(served, first, second)
     }
 }
