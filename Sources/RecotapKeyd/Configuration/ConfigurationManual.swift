@@ -4,7 +4,7 @@
 /// `recotap-keyd --config-manual` prints it; `make install` installs it.
 public enum ConfigurationManual {
     /// When this page's text last changed (the keys' entries come from the table).
-    static let date = "2026-11-29"
+    static let date = "2026-11-30"
 
     public static func roff() -> String {
         var lines: [String] = [
