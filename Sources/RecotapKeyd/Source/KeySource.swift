@@ -10,8 +10,9 @@ import Synchronization
 /// One fetch runs at a time; asking while one runs waits for its outcome. A fetch that
 /// returns a key the store knows is dead, or that the API refused before, costs no API
 /// request: it is SOURCE_NO_NEW_KEY until the command returns another key. Every fetch
-/// that ends without a new key logs exactly one entry (SOURCE_FETCH_FAILED or
-/// SOURCE_NO_NEW_KEY); ``KeySourceService`` spaces such fetches by the backoff.
+/// that ends without a new key logs exactly one event (SOURCE_FETCH_FAILED or
+/// SOURCE_NO_NEW_KEY; an info line names the key it returned, if any);
+/// ``KeySourceService`` spaces such fetches by the backoff.
 public actor KeySource {
     /// What the store records as the origin of a key the command returned.
     public static let storeSource = "command"
@@ -255,47 +256,45 @@ struct KeySourceService: Service, CustomStringConvertible {
         let source = self.source
         try await runUntilGracefulShutdown(after: readiness) {
             // Cancelled at the graceful shutdown: so is any fetch, whoever started it.
-            try await withTaskCancellationHandler {
-                try await loop()
+            await withTaskCancellationHandler {
+                await loop()
             } onCancel: {
                 source.cancel()
             }
         }
     }
 
-    private func loop() async throws {
-        do {
-            var current: KeyRecord? = published.poll() ?? nil
-            var failures = 0
-            var retryAt: Date?
-            var nextInterval = interval.map { clock.now.adding($0) }
-            while !Task.isCancelled {
-                let needed = current == nil || current?.state == .invalid
-                if !needed { failures = 0; retryAt = nil }
-                let now = clock.now
-                var trigger: KeySource.Trigger?
-                if needed, retryAt.map({ $0 <= now }) ?? true {
-                    trigger = .needed
-                } else if let due = nextInterval, due <= now {
-                    trigger = .interval
-                }
-                if let trigger {
-                    let outcome = await source.fetch(trigger)
-                    if let interval { nextInterval = clock.now.adding(interval) }
-                    if outcome.backsOff {
-                        failures += 1
-                        retryAt = clock.now.adding(
-                            Self.backoff(failures: failures, min: backoffMin, max: backoffMax, jitter: jitter, random: random()))
-                    } else {
-                        failures = 0
-                        retryAt = nil
-                    }
-                    if let latest = published.poll() { current = latest }
-                    continue
-                }
-                let deadlines = [needed ? retryAt : nil, nextInterval].compactMap { $0 }
-                if let latest = await change(until: deadlines.min()) { current = latest }
+    private func loop() async {
+        var current: KeyRecord? = published.poll() ?? nil
+        var failures = 0
+        var retryAt: Date?
+        var nextInterval = interval.map { clock.now.adding($0) }
+        while !Task.isCancelled {
+            let needed = current == nil || current?.state == .invalid
+            if !needed { failures = 0; retryAt = nil }
+            let now = clock.now
+            var trigger: KeySource.Trigger?
+            if needed, retryAt.map({ $0 <= now }) ?? true {
+                trigger = .needed
+            } else if let due = nextInterval, due <= now {
+                trigger = .interval
             }
+            if let trigger {
+                let outcome = await source.fetch(trigger)
+                if let interval { nextInterval = clock.now.adding(interval) }
+                if outcome.backsOff {
+                    failures += 1
+                    retryAt = clock.now.adding(
+                        Self.backoff(failures: failures, min: backoffMin, max: backoffMax, jitter: jitter, random: random()))
+                } else {
+                    failures = 0
+                    retryAt = nil
+                }
+                if let latest = published.poll() { current = latest }
+                continue
+            }
+            let deadlines = [needed ? retryAt : nil, nextInterval].compactMap { $0 }
+            if let latest = await change(until: deadlines.min()) { current = latest }
         }
     }
 
