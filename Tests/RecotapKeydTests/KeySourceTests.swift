@@ -362,6 +362,20 @@ struct KeySourceDaemonTests {
         #expect(served.daemon.output.contains("key source command stopped: the daemon is shutting down"))
     }
 
+    @Test("the command missing: a warning at start, then SOURCE_FETCH_FAILED naming it and the PATH searched; the working key kept")
+    func missingCommand() async throws {
+        let good = "rtk_source_kept_key_1212"
+        let served = try await ServedDaemon(validKeys: [good], extra: "source:\n  command: [recotap-no-such-helper, get]\n")
+        try await served.activate(good)
+        #expect(served.daemon.output.contains("source.command: recotap-no-such-helper is not an executable file in PATH"))
+        let fetched = try await served.curl("/v1/fetch", method: "POST")
+        #expect(fetched.status == 502 && fetched.json?["result"]?.string == "failed", "\(fetched.text)")
+        #expect(try await served.logged("event=SOURCE_FETCH_FAILED"))
+        #expect(served.daemon.output.contains("recotap-no-such-helper is not an executable file in PATH (/usr/local/sbin:"))
+        #expect(try await served.curl("/v1/key").text == good)
+        await finishWithoutKeys(served, good)
+    }
+
     @Test("POST /v1/fetch is for admins, and 409 without a source")
     func fetchEndpoint() async throws {
         let served = try await ServedDaemon()
