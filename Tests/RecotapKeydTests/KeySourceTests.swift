@@ -77,6 +77,11 @@ struct KeySourceRunnerTests {
         let slashed = "rtk/with+slash=0077"
         #expect(Redaction.redact("{\"key\":\"rtk\\/with+slash=0077\"}", secrets: [slashed], cut: false) == "{\"key\":\"[redacted]\"}")
         #expect(Redaction.redact("key=rtk%2Fwith%2Bslash%3D0077", secrets: [slashed], cut: false) == "key=[redacted]")
+        let underscored = "rtk_live/ab+cd=ef"
+        #expect(Redaction.redact("k=rtk_live%2Fab%2Bcd%3Def", secrets: [underscored], cut: false) == "k=[redacted]")
+        #expect(Redaction.redact("k=rtk%5Flive%2Fab%2Bcd%3Def", secrets: [underscored], cut: false) == "k=[redacted]")
+        // A secret inside another: the longer goes whole.
+        #expect(Redaction.redact("x rtk_short_key_1_and_more y", secrets: ["rtk_short_key_1", "rtk_short_key_1_and_more"], cut: false) == "x [redacted] y")
         #expect(Redaction.tokens(of: Array("\u{FEFF}rtk_bom_key_0001\n".utf8)) == ["rtk_bom_key_0001"])
     }
 

@@ -129,7 +129,9 @@ public struct KeySourceCommand: Sendable, Equatable {
         do {
             status = try await withThrowingTaskGroup(of: TerminationStatus?.self) { group in
                 group.addTask {
-                    try await Subprocess.run(
+                    // In the task that reaps the command: its group id is given up at once.
+                    defer { collected.ended() }
+                    return try await Subprocess.run(
                         .path(FilePath(path)), arguments: Arguments(Array(arguments.dropFirst())),
                         environment: .custom(environmentEntries), platformOptions: options,
                         input: .none, output: .sequence, error: .sequence
@@ -169,7 +171,6 @@ public struct KeySourceCommand: Sendable, Equatable {
                 while let next = try await group.next() {
                     if let next {
                         status = next
-                        collected.ended()
                         group.cancelAll()
                     }
                 }
@@ -207,20 +208,27 @@ public struct KeySourceCommand: Sendable, Equatable {
         }
         private let state = Mutex(State())
 
-        func started(_ pid: pid_t) { state.withLock { $0.group = pid } }
+        /// The command runs as `pid`, leading its own group; killed at once if its
+        /// deadline passed while it was being started.
+        func started(_ pid: pid_t) {
+            state.withLock { state in
+                state.group = pid
+                if state.killed != nil { _ = Glibc.kill(-pid, SIGKILL) }
+            }
+        }
 
         /// The command has been reaped: its group id may be reused from now on.
         func ended() { state.withLock { $0.group = nil } }
 
-        /// Kills the command's process group (once), recording why.
+        /// Kills the command's process group (once), recording why; before it has
+        /// started, `started(_:)` does.
         func kill(_ why: Killed) {
             state.withLock { state in
-                guard state.killed == nil, let group = state.group else { return }
+                guard state.killed == nil else { return }
                 state.killed = why
                 // Until swift-subprocess reaps the leader its pid (the group id) cannot
-                // be reused; `ended()` follows the reap within the same task, so the
-                // window for a reused id is the few instructions between the two.
-                _ = Glibc.kill(-group, SIGKILL)
+                // be reused; `ended()` runs in the task that reaps it, as it returns.
+                if let group = state.group { _ = Glibc.kill(-group, SIGKILL) }
             }
         }
 
@@ -321,10 +329,10 @@ public enum Redaction {
             let end = text.lastIndex(where: \.isWhitespace).map { text.index(after: $0) } ?? text.startIndex
             text = String(text[..<end]) + replacement
         }
-        for secret in Set(secrets) where secret.count >= KeyFileContent.minimumLength {
-            for form in Set(forms(of: secret)) {
-                text = text.replacingOccurrences(of: form, with: replacement)
-            }
+        // Longest first: a secret inside another does not leave the other's rest behind.
+        let forms = Set(secrets.filter { $0.count >= KeyFileContent.minimumLength }.flatMap(forms(of:)))
+        for form in forms.sorted(by: { ($0.count, $0) > ($1.count, $1) }) {
+            text = text.replacingOccurrences(of: form, with: replacement)
         }
         var out = ""
         var run = ""
@@ -361,8 +369,12 @@ public enum Redaction {
             default: json.append(character)
             }
         }
+        // Everything but letters and digits encoded, and RFC 3986's unreserved `-._~` kept
+        // (encodeURIComponent, Python's quote, curl --data-urlencode).
         let percent = secret.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? secret
-        return [secret, json, json.replacingOccurrences(of: "\\/", with: "/"), percent]
+        let unreserved = secret.addingPercentEncoding(
+            withAllowedCharacters: CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? secret
+        return [secret, json, json.replacingOccurrences(of: "\\/", with: "/"), percent, unreserved]
     }
 
     /// The whitespace-separated words of a command's standard output, as candidates
